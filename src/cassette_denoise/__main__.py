@@ -1,0 +1,3 @@
+from cassette_denoise.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,62 @@
+"""Command line: ``cassette-denoise COMMAND ...``.
+
+Each command lives in its own module with ``register(subparsers)``, which adds its parser and sets
+``run=function(args) -> exit code``. This layer only parses arguments, calls library functions and
+turns exceptions into one-line messages and exit codes:
+
+0 success, 1 some input failed (the others were done), 2 usage error, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from cassette_denoise import __version__
+
+COMMAND_MODULES = ("denoise", "simulate", "make_pairs", "corpus", "evaluate", "compare", "train")
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class CommandError(Exception):
+    """A problem the user can fix; printed as one line, exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cassette-denoise",
+        description="Remove compact-cassette hiss, hum and rumble from digitised tapes.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show debug logs and full tracebacks")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"cassette_denoise.cli.{name}")
+        except ModuleNotFoundError as error:
+            if error.name == f"cassette_denoise.cli.{name}":
+                continue  # command not part of this build
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(levelname)s: %(message)s",
+    )
+    try:
+        return int(args.run(args))
+    except KeyboardInterrupt:
+        print("cassette-denoise: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as error:  # the one place that turns any failure into a one-line message
+        if args.verbose:
+            raise
+        print(f"cassette-denoise {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(error, CommandError) else EXIT_FAILED
