@@ -8,6 +8,7 @@ rates (soxr).
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import tempfile
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ MODEL_SAMPLE_RATE = 44_100
 MIN_SAMPLE_RATE = 8_000
 MAX_SAMPLE_RATE = 192_000
 MAX_CHANNELS = 8
+PARTIAL_SUFFIX = ".partial"
 AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".au", ".w64", ".caf"})
 
 
@@ -106,6 +108,18 @@ def iter_blocks(info: AudioInfo, *, block_frames: int) -> Iterator[np.ndarray]:
         raise AudioError(f"{info.path}: no audio frames")
 
 
+def read_excerpt(path: str | os.PathLike, *, start_frame: int, frames: int) -> np.ndarray:
+    """Read ``frames`` frames from ``start_frame`` without decoding the rest of the file.
+
+    Returns float32 ``(channels, frames)``, zero-padded if the file ends early.
+    """
+    try:
+        block = sf.read(str(path), start=start_frame, frames=frames, dtype="float32", always_2d=True, fill_value=0.0)[0]
+    except (sf.LibsndfileError, RuntimeError) as error:
+        raise AudioError(f"{path}: cannot read an excerpt ({_short(error)})") from None
+    return np.ascontiguousarray(block.T)
+
+
 def write_audio(path: str | os.PathLike, audio: np.ndarray, sample_rate: int, *, subtype: str | None = None) -> None:
     """Write float ``(channels, samples)`` audio atomically (see :class:`AtomicAudioWriter`)."""
     audio = np.atleast_2d(audio)
@@ -116,10 +130,10 @@ def write_audio(path: str | os.PathLike, audio: np.ndarray, sample_rate: int, *,
 class AtomicAudioWriter:
     """Write an audio file so that it appears whole or not at all.
 
-    The data goes to an unnamed temporary file in the target folder (Linux ``O_TMPFILE``), which is
-    given its name only after the last block is written; an interrupted run - even ``kill -9`` -
-    therefore leaves nothing behind. Where ``O_TMPFILE`` is unavailable a hidden ``.partial`` file is
-    used and renamed instead.
+    The data goes to a hidden temporary file in the target folder (``.NAME.XXXX.partial``), renamed
+    over the target only after the last block is written. An exception removes the temporary file;
+    a hard kill can leave one behind, which :func:`remove_stale_partials` clears on the next run.
+    The target itself is never seen half-written.
     """
 
     def __init__(
@@ -138,27 +152,23 @@ class AtomicAudioWriter:
         self.subtype = subtype
         self.frames_written = 0
         self._sound_file: sf.SoundFile | None = None
-        self._file_object = None
         self._temp_path: Path | None = None
 
     def __enter__(self) -> "AtomicAudioWriter":
         folder = self.path.parent
         if not folder.is_dir():
             raise AudioError(f"{self.path}: output folder {folder} does not exist")
-        if not os.access(folder, os.W_OK):
-            raise AudioError(f"{self.path}: output folder {folder} is not writable")
         if self.subtype is not None and not sf.check_format(self.format, self.subtype):
             raise AudioError(f"{self.path}: format {self.format} cannot hold subtype {self.subtype}")
         try:
-            descriptor = os.open(folder, os.O_TMPFILE | os.O_RDWR, 0o644)
-            self._file_object = os.fdopen(descriptor, "w+b")
-        except (AttributeError, OSError):
-            handle, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".partial", dir=folder)
-            self._file_object = os.fdopen(handle, "w+b")
-            self._temp_path = Path(name)
+            handle, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=PARTIAL_SUFFIX, dir=folder)
+        except OSError as error:
+            raise AudioError(f"{self.path}: output folder {folder} is not writable ({error.strerror})") from None
+        os.close(handle)
+        self._temp_path = Path(name)
         try:
             self._sound_file = sf.SoundFile(
-                self._file_object, "w", samplerate=self.sample_rate, channels=self.channels,
+                name, "w", samplerate=self.sample_rate, channels=self.channels,
                 format=self.format, subtype=self.subtype,
             )
         except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
@@ -178,42 +188,36 @@ class AtomicAudioWriter:
             return
         try:
             self._sound_file.close()
-            self._file_object.flush()
-            os.fsync(self._file_object.fileno())
-            self._publish()
-        except OSError as error:
-            self._discard()
-            raise AudioError(f"{self.path}: cannot write ({error.strerror})") from None
-        finally:
-            self._file_object.close()
-
-    def _publish(self) -> None:
-        if self._temp_path is not None:
             os.replace(self._temp_path, self.path)
-            return
-        # Link the anonymous file under a unique hidden name, then rename over the target: rename
-        # replaces an existing file atomically, which linkat alone cannot.
-        staged = self.path.with_name(f".{self.path.name}.{os.getpid()}.partial")
-        os.link(f"/proc/self/fd/{self._file_object.fileno()}", staged)
-        os.replace(staged, self.path)
+        except (OSError, sf.LibsndfileError, RuntimeError) as error:
+            self._discard()
+            raise AudioError(f"{self.path}: cannot write ({getattr(error, 'strerror', None) or error})") from None
 
     def _discard(self) -> None:
         with contextlib.suppress(Exception):
             if self._sound_file is not None and not self._sound_file.closed:
                 self._sound_file.close()
-        with contextlib.suppress(Exception):
-            self._file_object.close()
         if self._temp_path is not None:
-            with contextlib.suppress(FileNotFoundError):
-                self._temp_path.unlink()
+            self._temp_path.unlink(missing_ok=True)
+
+
+def remove_stale_partials(path: str | os.PathLike) -> int:
+    """Delete temporary files a killed run left for output ``path``; returns how many."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return 0
+    stale = list(path.parent.glob(f".{glob.escape(path.name)}.*{PARTIAL_SUFFIX}"))
+    for leftover in stale:
+        leftover.unlink(missing_ok=True)
+    return len(stale)
 
 
 class Resampler:
     """Streaming sample-rate conversion with soxr, trimmed to an exact output length.
 
     Feed blocks of float32 ``(channels, samples)`` with :meth:`process`, then call :meth:`flush`
-    with the total input length; the concatenated output is exactly
-    ``round(total_in * rate_out / rate_in)`` samples long, the same as :func:`resample`.
+    with the output length wanted (usually :func:`output_length` of the input); the concatenated
+    output is padded or trimmed to exactly that, so a round trip keeps a file's length.
     """
 
     def __init__(self, rate_in: int, rate_out: int, channels: int):
@@ -232,9 +236,9 @@ class Resampler:
         self._emitted += out.shape[1]
         return np.ascontiguousarray(out, dtype=np.float32)
 
-    def flush(self, *, total_in: int) -> np.ndarray:
-        """Drain the filter and pad/trim so the whole output has the exact expected length."""
-        expected = output_length(total_in, self.rate_in, self.rate_out)
+    def flush(self, *, total_out: int) -> np.ndarray:
+        """Drain the filter and pad/trim so the whole output is exactly ``total_out`` samples long."""
+        expected = total_out
         if self._stream is None:
             tail = np.zeros((self.channels, 0), np.float32)
         else:
@@ -259,7 +263,8 @@ def resample(audio: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
     audio = np.atleast_2d(np.asarray(audio, dtype=np.float32))
     resampler = Resampler(rate_in, rate_out, audio.shape[0])
     head = resampler.process(audio)
-    return np.concatenate([head, resampler.flush(total_in=audio.shape[1])], axis=1)
+    tail = resampler.flush(total_out=output_length(audio.shape[1], rate_in, rate_out))
+    return np.concatenate([head, tail], axis=1)
 
 
 def find_audio_files(folder: str | os.PathLike) -> list[Path]:

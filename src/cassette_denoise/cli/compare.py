@@ -1,0 +1,42 @@
+"""``cassette-denoise compare``: spectrograms of noisy, denoised, clean and what was removed, in one picture."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from cassette_denoise.audio import read_audio, resample
+from cassette_denoise.cli import EXIT_OK, CommandError
+from cassette_denoise.plots import plot_comparison
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "compare",
+        help="picture comparing noisy, denoised and clean spectrograms",
+        description="Draw the spectrograms of a noisy file, its denoised version, the clean reference (optional) "
+        "and the removed part (noisy - denoised) on one dB scale.",
+    )
+    parser.add_argument("noisy", type=Path, help="noisy recording")
+    parser.add_argument("denoised", type=Path, help="its denoised version")
+    parser.add_argument("--clean", type=Path, help="clean reference")
+    parser.add_argument("-o", "--output", type=Path, required=True, metavar="PNG", help="picture to write")
+    parser.add_argument("--dpi", type=int, default=110, help="resolution of the picture")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if not args.output.parent.is_dir():
+        raise CommandError(f"{args.output}: output folder {args.output.parent} does not exist")
+    noisy, sample_rate = read_audio(args.noisy)
+    others = [read_audio(path) for path in (args.denoised, args.clean) if path is not None]
+    # Bring everything to the noisy file's rate and the shortest length so that panels line up.
+    others = [audio if rate == sample_rate else resample(audio, rate, sample_rate) for audio, rate in others]
+    length = min(audio.shape[1] for audio in [noisy, *others])
+    noisy, denoised, *clean = (audio[:, :length] for audio in [noisy, *others])
+    if denoised.shape[0] != noisy.shape[0]:
+        raise CommandError(f"{args.denoised}: {denoised.shape[0]} channels, {args.noisy} has {noisy.shape[0]}")
+    figure = plot_comparison(noisy, denoised, sample_rate, clean=clean[0] if clean else None)
+    figure.savefig(args.output, dpi=args.dpi)
+    print(f"wrote {args.output}")
+    return EXIT_OK

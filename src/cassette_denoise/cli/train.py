@@ -1,0 +1,39 @@
+"""``cassette-denoise train --config FILE [--resume]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from cassette_denoise.cli import EXIT_OK
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train", help="train a mask model on clean music + simulated/recorded tape noise",
+        description="Train the U-Net. Multi-GPU/multi-process: torchrun --nproc_per_node N -m cassette_denoise train ...",
+    )
+    parser.add_argument("--config", required=True, help="TOML file with TrainConfig settings (see configs/)")
+    parser.add_argument("--resume", action="store_true", help="continue from RUN_DIR/latest if present")
+    parser.add_argument("--run-dir", help="override run_dir from the config")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override device from the config")
+    parser.add_argument("--max-steps", type=int, help="override max_steps")
+    parser.add_argument("--max-minutes", type=float, help="stop cleanly after this much wall time")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from cassette_denoise.train import TrainConfig, train
+
+    config = TrainConfig.from_toml(args.config, run_dir=args.run_dir, device=args.device,
+                                   max_steps=args.max_steps, max_minutes=args.max_minutes)
+
+    def report(step: int, row: dict) -> None:
+        print(f"step {step:6d}  loss {row['train_loss']:.4f}  val SI-SDR {row['val_si_sdr_db']:6.2f} dB "
+              f"(+{row['val_si_sdr_improvement_db']:.2f})  LSDf80 {row['val_lsd_f80_db']:.2f} dB  "
+              f"gain {row['val_gain_db']:+.2f} dB", file=sys.stderr, flush=True)
+
+    state = train(config, resume=args.resume, progress=report)
+    print(f"stopped at step {state['step']}; best validation SI-SDR {state['best_val_si_sdr_db']:.2f} dB; "
+          f"weights in {config.run_dir}/best.safetensors")
+    return EXIT_OK

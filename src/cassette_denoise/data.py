@@ -1,0 +1,125 @@
+"""Training pairs made on the fly: clean crops + the cassette simulator (+ recorded tape noise).
+
+Nothing is pre-rendered: each example reads a random excerpt of a clean 44.1 kHz file, passes it
+through :func:`cassette_denoise.simulate.simulate` and, optionally, adds a random stretch of a
+user's blank-tape recording. Each data-loader worker draws from its own generator seeded by
+``(seed, rank, worker, start_step)``, so runs are reproducible and a resumed run sees new examples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from cassette_denoise import spectral
+from cassette_denoise.audio import MODEL_SAMPLE_RATE, AudioError, probe, read_audio, read_excerpt, resample
+from cassette_denoise.simulate import simulate
+
+#: Extra audio simulated on each side of a crop so filters and echoes have settled inside it.
+MARGIN_SAMPLES = 8192
+
+
+@dataclass(frozen=True)
+class PairConfig:
+    crop_frames: int = 128
+    preset: str = "training"
+    #: Probability that a recorded blank-tape noise excerpt is added on top of the simulation.
+    recorded_noise_probability: float = 0.5
+    #: Music-to-recorded-noise ratio range, dB.
+    recorded_noise_snr_db: tuple[float, float] = (0.0, 40.0)
+
+    @property
+    def crop_samples(self) -> int:
+        """Samples giving exactly ``crop_frames`` STFT frames without padding."""
+        return (self.crop_frames - 1) * spectral.HOP + spectral.N_FFT
+
+
+@dataclass(frozen=True)
+class Source:
+    path: Path
+    frames: int
+
+
+def scan_sources(paths: list[Path]) -> list[Source]:
+    """Check clean files are 44.1 kHz and long enough to crop from; return them with their lengths."""
+    sources = []
+    for path in paths:
+        info = probe(path)
+        if info.sample_rate != MODEL_SAMPLE_RATE:
+            raise AudioError(f"{path}: training sources must be {MODEL_SAMPLE_RATE} Hz, not {info.sample_rate} Hz "
+                             "(build them with `cassette-denoise corpus`)")
+        sources.append(Source(Path(path), info.frames))
+    if not sources:
+        raise AudioError("no clean training sources")
+    return sources
+
+
+def load_noise_recordings(paths: list[Path]) -> list[np.ndarray]:
+    """Blank-tape recordings as 44.1 kHz float32 ``(channels, samples)``, zero-mean."""
+    recordings = []
+    for path in paths:
+        audio, rate = read_audio(path)
+        audio = resample(audio, rate, MODEL_SAMPLE_RATE)
+        recordings.append(audio - audio.mean(axis=1, keepdims=True))
+    return recordings
+
+
+def make_example(
+    sources: list[Source], noises: list[np.ndarray], config: PairConfig, rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One mono ``(noisy, target)`` pair, each float32 ``(crop_samples,)``."""
+    weights = np.array([source.frames for source in sources], dtype=np.float64)
+    source = sources[rng.choice(len(sources), p=weights / weights.sum())]
+    length = config.crop_samples + 2 * MARGIN_SAMPLES
+    start = int(rng.integers(0, max(1, source.frames - length)))
+    clean = read_excerpt(source.path, start_frame=start, frames=length)
+    # Mono examples: a random channel or the mid signal, so the model sees both wide and centred mixes.
+    choice = int(rng.integers(0, clean.shape[0] + 1))
+    clean = clean.mean(axis=0, keepdims=True) if choice == clean.shape[0] else clean[choice: choice + 1]
+    result = simulate(clean, MODEL_SAMPLE_RATE, rng=rng, preset=config.preset)
+    noisy, target = result.noisy[0], result.target[0]
+    if noises and rng.random() < config.recorded_noise_probability:
+        noisy = noisy + _recorded_noise(noises, target, length, config, rng)
+    crop = slice(MARGIN_SAMPLES, MARGIN_SAMPLES + config.crop_samples)
+    return noisy[crop].astype(np.float32), target[crop].astype(np.float32)
+
+
+def _recorded_noise(noises, target, length, config, rng) -> np.ndarray:
+    recording = noises[int(rng.integers(len(noises)))]
+    channel = recording[int(rng.integers(recording.shape[0]))]
+    # Loop short recordings; start at a random offset so examples differ.
+    repeats = -(-(length + channel.size) // channel.size)
+    offset = int(rng.integers(channel.size))
+    noise = np.tile(channel, repeats)[offset: offset + length]
+    music_rms = np.sqrt(np.mean(target**2)) + 1e-9
+    noise_rms = np.sqrt(np.mean(noise**2)) + 1e-12
+    snr_db = rng.uniform(*config.recorded_noise_snr_db)
+    return noise * (music_rms / noise_rms * 10 ** (-snr_db / 20))
+
+
+class TrainingPairs(IterableDataset):
+    """Endless stream of ``(noisy, target)`` float32 tensors ``(crop_samples,)``."""
+
+    def __init__(self, sources: list[Source], *, config: PairConfig, seed: int, rank: int = 0,
+                 start_step: int = 0, noises: list[np.ndarray] | None = None):
+        self.sources, self.config, self.noises = sources, config, noises or []
+        self.seed, self.rank, self.start_step = seed, rank, start_step
+
+    def __iter__(self):
+        worker = get_worker_info()
+        rng = np.random.default_rng([self.seed, self.rank, worker.id if worker else 0, self.start_step])
+        while True:
+            noisy, target = make_example(self.sources, self.noises, self.config, rng)
+            yield torch.from_numpy(noisy), torch.from_numpy(target)
+
+
+def fixed_examples(sources: list[Source], *, config: PairConfig, count: int, seed: int,
+                   noises: list[np.ndarray] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A reproducible set of pairs (validation/test), ``(count, crop_samples)`` each."""
+    rng = np.random.default_rng(seed)
+    pairs = [make_example(sources, noises or [], config, rng) for _ in range(count)]
+    return torch.from_numpy(np.stack([p[0] for p in pairs])), torch.from_numpy(np.stack([p[1] for p in pairs]))

@@ -1,0 +1,46 @@
+"""Training losses on a predicted mask.
+
+Every loss takes ``mask``, ``noisy`` and ``target`` magnitudes shaped ``(batch, 1, BINS, frames)``
+and returns a scalar.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from cassette_denoise import spectral
+
+#: Magnitudes this far below full scale (−100 dB) count as silence in the log loss, so bins the
+#: reference leaves empty do not demand an infinitely deep mask.
+LOG_EPSILON = spectral.FULL_SCALE_MAGNITUDE * 1e-5
+
+
+def frequency_weights(bins: int, *, low: float = 1.0, high: float = 5.0, device=None) -> torch.Tensor:
+    """The seed's weights rising linearly from ``low`` at the lowest bin to ``high`` at the highest, ``(bins, 1)``."""
+    return torch.linspace(low, high, bins, device=device).unsqueeze(-1)
+
+
+def mask_mae(mask: torch.Tensor, noisy: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The seed's loss: high-frequency-weighted MAE against the ideal ratio mask (bounded to [0, 1])."""
+    ideal = (target / noisy.clamp(min=1e-8)).clamp(0, 1)
+    weights = frequency_weights(mask.shape[-2], device=mask.device)
+    return ((mask - ideal).abs() * weights).mean() / weights.mean()
+
+
+def output_log_l1(mask: torch.Tensor, noisy: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """L1 between the dB spectra of the masked output and the target, plus a scale-sensitive term.
+
+    The log term treats a quiet hiss-only bin like a loud one, which is what removes hiss. Alone it
+    shrugs at a small gain error on loud music, so the second term - the magnitude error relative
+    to the target's mean magnitude per example - keeps loud bins at unity gain.
+    """
+    output = mask * noisy
+    log_error = (20 * torch.log10(output + LOG_EPSILON) - 20 * torch.log10(target + LOG_EPSILON)).abs()
+    weights = frequency_weights(mask.shape[-2], device=mask.device)
+    log_term = (log_error * weights).mean() / weights.mean() / 20  # in units of 20 dB
+    scale = target.mean(dim=(1, 2, 3), keepdim=True).clamp(min=LOG_EPSILON)
+    linear_term = ((output - target).abs() / scale).mean()
+    return log_term + linear_term
+
+
+LOSSES = {"mask_mae": mask_mae, "output_log_l1": output_log_l1}

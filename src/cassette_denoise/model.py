@@ -1,0 +1,108 @@
+"""The seed's U-Net, predicting a 0-1 mask over a magnitude spectrogram. No I/O here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    """Shape of the U-Net.
+
+    ``levels`` resolutions with two 3×3 convolutions each on the way down (the seed's "10 conv layers
+    in 5 levels"), mirrored on the way up with skip concatenation. Width doubles per level from
+    ``base_width`` (the seed used 64, ≈ 30 M parameters; 16 gives ≈ 1.9 M).
+    """
+
+    base_width: int = 16
+    levels: int = 5
+    dropout: float = 0.5
+    dropout_levels: int = 2
+    negative_slope: float = 0.2
+    #: Initial bias of the mask logit: sigmoid(6) ≈ 0.9975 (−0.02 dB), so passing everything through
+    #: untouched is where training starts, not something it has to discover.
+    initial_mask_logit: float = 6.0
+
+    def __post_init__(self):
+        if self.base_width < 1 or self.levels < 2:
+            raise ValueError(f"UNetConfig needs base_width ≥ 1 and levels ≥ 2, got {self}")
+
+    @property
+    def frame_multiple(self) -> int:
+        """Input frequency and time sizes must be multiples of this (one halving per pooling)."""
+        return 2 ** (self.levels - 1)
+
+
+def _double_conv(channels_in: int, channels_out: int, negative_slope: float) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(channels_in, channels_out, 3, padding=1),
+        nn.LeakyReLU(negative_slope),
+        nn.Conv2d(channels_out, channels_out, 3, padding=1),
+        nn.LeakyReLU(negative_slope),
+    )
+
+
+class UNet(nn.Module):
+    """Mask estimator ``(batch, 1, freq, frames)`` features in ``[-1, 1]`` -> mask in ``[0, 1]`` of the same shape."""
+
+    def __init__(self, config: UNetConfig = UNetConfig()):
+        super().__init__()
+        self.config = config
+        widths = [config.base_width * 2**level for level in range(config.levels)]
+        slope = config.negative_slope
+        self.down = nn.ModuleList()
+        channels = 1
+        for width in widths:
+            self.down.append(_double_conv(channels, width, slope))
+            channels = width
+        self.dropouts = nn.ModuleList(
+            nn.Dropout(config.dropout if level >= config.levels - config.dropout_levels else 0.0)
+            for level in range(config.levels)
+        )
+        self.pool = nn.MaxPool2d(2)
+        # The seed's decoder: nearest upsampling then a 2×2 convolution halves the width, then the
+        # skip connection is concatenated and two 3×3 convolutions mix them.
+        self.up = nn.ModuleList()
+        self.merge = nn.ModuleList()
+        for width in reversed(widths[:-1]):
+            self.up.append(nn.Sequential(
+                nn.Upsample(scale_factor=2, mode="nearest"),
+                nn.ZeroPad2d((0, 1, 0, 1)),  # "same" padding for an even kernel, on the far side as in Keras
+                nn.Conv2d(width * 2, width, 2),
+                nn.LeakyReLU(slope),
+            ))
+            self.merge.append(_double_conv(width * 2, width, slope))
+        self.head = nn.Conv2d(widths[0], 1, 1)
+        self._initialise()
+
+    def _initialise(self) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                # He-normal for leaky ReLU, as in the seed.
+                nn.init.kaiming_normal_(module.weight, a=self.config.negative_slope, nonlinearity="leaky_relu")
+                nn.init.zeros_(module.bias)
+        nn.init.normal_(self.head.weight, std=1e-3)
+        nn.init.constant_(self.head.bias, self.config.initial_mask_logit)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """``(batch, 1, freq, frames)`` -> mask ``(batch, 1, freq, frames)`` in ``[0, 1]``."""
+        multiple = self.config.frame_multiple
+        if features.shape[-1] % multiple or features.shape[-2] % multiple:
+            raise ValueError(f"UNet input {tuple(features.shape)}: freq and frames must be multiples of {multiple}")
+        skips = []
+        x = features
+        for level, (block, dropout) in enumerate(zip(self.down, self.dropouts)):
+            if level:
+                x = self.pool(x)
+            x = dropout(block(x))
+            skips.append(x)
+        for up, merge, skip in zip(self.up, self.merge, reversed(skips[:-1])):
+            x = merge(torch.cat([up(x), skip], dim=1))
+        return torch.sigmoid(self.head(x))
+
+
+def parameter_count(model: nn.Module) -> int:
+    return sum(parameter.numel() for parameter in model.parameters())

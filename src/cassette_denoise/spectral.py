@@ -1,0 +1,100 @@
+"""The package's one STFT, its inverse, and the dB feature scaling the model sees.
+
+The seed's settings: 44.1 kHz, 512 frequency bins, hop 512. An even FFT size of 1022 gives exactly
+512 bins (the seed's 1023 did too); with a periodic Hann window and hop 512 the squared windows
+overlap-add to between 0.5 and 1.0 everywhere, so weighted overlap-add inverts the STFT exactly.
+"""
+
+from __future__ import annotations
+
+import torch
+
+N_FFT = 1022
+HOP = 512
+BINS = N_FFT // 2 + 1  # 512
+#: The STFT magnitude of a full-scale sine: the window's sum / 2. Features are dB against this
+#: FIXED reference, never the file's maximum, so a tile's features do not depend on the rest of the
+#: file (the seed's per-file reference made training and prediction disagree).
+FULL_SCALE_MAGNITUDE = N_FFT / 4
+FLOOR_DB = -120.0
+CEILING_DB = 0.0
+
+
+def window(device: torch.device | str | None = None) -> torch.Tensor:
+    """The analysis and synthesis window, ``(N_FFT,)``."""
+    return torch.hann_window(N_FFT, periodic=True, device=device)
+
+
+def stft(frames_audio: torch.Tensor) -> torch.Tensor:
+    """Complex spectra of every whole frame in a signal, without padding.
+
+    Frame ``f`` covers samples ``[f * HOP, f * HOP + N_FFT)``; callers pad so that the frames they
+    need exist (see :func:`frame_count`).
+
+    Args:
+        frames_audio: ``(..., samples)`` real.
+    Returns:
+        ``(..., BINS, frames)`` complex.
+    """
+    frames = frames_audio.unfold(-1, N_FFT, HOP) * window(frames_audio.device)
+    return torch.fft.rfft(frames, n=N_FFT).transpose(-1, -2)
+
+
+def istft_frames(spectra: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Windowed overlap-add of frames, *not yet* divided by the window envelope.
+
+    Returning the sum and the envelope separately lets a streaming caller add the frames of the
+    next block before dividing. ``N_FFT < 2 * HOP``, so each frame touches two hop-blocks; padding
+    frames to ``2 * HOP`` makes the overlap-add a reshape and one shifted sum.
+
+    Args:
+        spectra: ``(..., BINS, frames)`` complex.
+    Returns:
+        ``(signal_sum, envelope)``: ``(..., (frames + 1) * HOP)`` and ``((frames + 1) * HOP,)``; sample 0
+        is the start of frame 0.
+    """
+    win = window(spectra.device)
+    frames = torch.fft.irfft(spectra.transpose(-1, -2), n=N_FFT) * win
+    return _overlap_add(frames), _overlap_add((win**2).expand(spectra.shape[-1], N_FFT))
+
+
+def _overlap_add(frames: torch.Tensor) -> torch.Tensor:
+    """``(..., frames, N_FFT)`` -> ``(..., (frames + 1) * HOP)``."""
+    padded = torch.nn.functional.pad(frames, (0, 2 * HOP - N_FFT))
+    halves = padded.unflatten(-1, (2, HOP))
+    count = frames.shape[-2]
+    out = frames.new_zeros(*frames.shape[:-2], count + 1, HOP)
+    out[..., :count, :] += halves[..., 0, :]
+    out[..., 1:, :] += halves[..., 1, :]
+    return out.flatten(-2)
+
+
+def frame_count(samples: int) -> int:
+    """Frames needed so that every sample of a signal is covered when it is padded by :func:`pad_amount`."""
+    return -(-(samples + HOP) // HOP)
+
+
+def pad_amount() -> int:
+    """Zeros placed before the signal so that its first sample lies where the windows overlap-add to ≥ 0.5."""
+    return HOP
+
+
+def to_features(magnitude: torch.Tensor) -> torch.Tensor:
+    """Scale a magnitude spectrogram to the model's input range.
+
+    dB re :data:`FULL_SCALE_MAGNITUDE`, clipped to ``[FLOOR_DB, CEILING_DB]`` and mapped linearly to
+    ``[-1, 1]``. Shape is kept.
+    """
+    db = 20 * torch.log10(magnitude / FULL_SCALE_MAGNITUDE + 1e-12)
+    db = db.clamp(FLOOR_DB, CEILING_DB)
+    return (db - FLOOR_DB) / (CEILING_DB - FLOOR_DB) * 2 - 1
+
+
+def crossfade_window(tile_frames: int) -> torch.Tensor:
+    """Weights for blending overlapping tiles, ``(tile_frames,)``.
+
+    ``sin²`` sampled at half-frame offsets: strictly positive (so a lone tile at the start or end of
+    a file is still defined) and, for a hop of half a tile, summing to exactly 1 across neighbours.
+    """
+    positions = torch.arange(tile_frames, dtype=torch.float64) + 0.5
+    return (torch.sin(torch.pi * positions / tile_frames) ** 2).float()

@@ -1,0 +1,317 @@
+"""Training: on-the-fly pairs, Adam with warm-up and cosine decay, validation, checkpoints, resume.
+
+Reads top to bottom: config → data → model and optimiser → (resume) → loop of steps with a
+validation every ``validate_every_steps`` that writes ``latest`` and, when the validation SI-SDR
+improves, ``best``. Runs on one process or, under ``torchrun``, as DistributedDataParallel
+(gloo on CPU, NCCL on GPUs); only rank 0 validates, logs and saves.
+
+Files in ``run_dir``: ``best.safetensors`` / ``latest.safetensors`` (+ JSON sidecars),
+``latest.optimizer.safetensors``, ``state.json``, ``log.csv`` and ``curve.png``.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import dataclasses
+import json
+import logging
+import math
+import os
+import signal
+import time
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+
+from cassette_denoise import spectral
+from cassette_denoise.audio import MODEL_SAMPLE_RATE, find_audio_files
+from cassette_denoise.checkpoint import load_model, save_model
+from cassette_denoise.data import PairConfig, TrainingPairs, fixed_examples, load_noise_recordings, scan_sources
+from cassette_denoise.denoiser import DEFAULT_STRENGTH_DB, Denoiser, resolve_device
+from cassette_denoise.losses import LOSSES
+from cassette_denoise.metrics import lsd, si_sdr
+from cassette_denoise.model import UNet, UNetConfig, parameter_count
+
+log = logging.getLogger(__name__)
+
+LOG_FIELDS = ["step", "elapsed_s", "learning_rate", "train_loss", "val_loss", "val_si_sdr_db",
+              "val_si_sdr_improvement_db", "val_lsd_f80_db", "val_gain_db"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a run depends on; read from a TOML file whose keys are these field names."""
+
+    corpus_dir: str
+    run_dir: str = "runs/default"
+    #: Folder of blank-tape recordings to mix in besides the simulator ("" = simulator only).
+    noise_dir: str = ""
+    base_width: int = 8
+    loss: str = "output_log_l1"
+    preset: str = "training"
+    batch_size: int = 8
+    crop_frames: int = 128
+    learning_rate: float = 1e-3
+    final_learning_rate: float = 1e-4
+    warmup_steps: int = 200
+    max_steps: int = 20_000
+    #: Stop cleanly after this much wall time (0 = no limit); resume with ``--resume``.
+    max_minutes: float = 0.0
+    validate_every_steps: int = 250
+    validation_examples: int = 32
+    validation_crop_frames: int = 256
+    #: Stop when validation SI-SDR has not improved for this many validations.
+    patience_validations: int = 12
+    gradient_clip_norm: float = 1.0
+    seed: int = 0
+    threads: int = 1
+    workers: int = 1
+    device: str = "auto"
+
+    def __post_init__(self):
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss {self.loss!r} is not one of {sorted(LOSSES)}")
+        if self.crop_frames % 16 or self.validation_crop_frames % 16:
+            raise ValueError(f"crop frames must be multiples of 16, got {self.crop_frames}/{self.validation_crop_frames}")
+
+    @classmethod
+    def from_toml(cls, path: str | os.PathLike, **overrides) -> "TrainConfig":
+        values = tomllib.loads(Path(path).read_text())
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"{path}: unknown settings {sorted(unknown)}")
+        return cls(**{**values, **{k: v for k, v in overrides.items() if v is not None}})
+
+
+def corpus_files(corpus_dir: Path, split: str) -> list[Path]:
+    """Files of one split from a corpus folder's manifest; a plain folder of audio counts as all train."""
+    manifest = corpus_dir / "manifest.json"
+    if not manifest.exists():
+        # A plain folder of music: every 20th file (in name order) is held out for validation.
+        files = find_audio_files(corpus_dir)
+        held_out = files[::20] if len(files) > 1 else []
+        return held_out if split == "validation" else [f for f in files if f not in held_out] if split == "train" else []
+    from cassette_denoise.corpus import load_manifest
+
+    return [Path(entry.path) if Path(entry.path).is_absolute() else corpus_dir / entry.path
+            for entry in load_manifest(corpus_dir) if entry.split == split]
+
+
+def learning_rate_at(step: int, config: TrainConfig) -> float:
+    """Linear warm-up, then cosine decay to ``final_learning_rate`` at ``max_steps``."""
+    if step < config.warmup_steps:
+        return config.learning_rate * (step + 1) / config.warmup_steps
+    progress = min(1.0, (step - config.warmup_steps) / max(1, config.max_steps - config.warmup_steps))
+    cosine = 0.5 * (1 + math.cos(math.pi * progress))
+    return config.final_learning_rate + (config.learning_rate - config.final_learning_rate) * cosine
+
+
+def spectra_batch(noisy: torch.Tensor, target: torch.Tensor):
+    """Waveforms ``(batch, samples)`` -> features, noisy and target magnitudes ``(batch, 1, BINS, frames)``."""
+    noisy_magnitude = spectral.stft(noisy).abs().unsqueeze(1)
+    target_magnitude = spectral.stft(target).abs().unsqueeze(1)
+    return spectral.to_features(noisy_magnitude), noisy_magnitude, target_magnitude
+
+
+def validate(model: UNet, noisy: torch.Tensor, target: torch.Tensor, *, loss_name: str) -> dict[str, float]:
+    """Scores on fixed pairs ``(count, samples)`` through the real inference path (tiles, overlap-add)."""
+    model.eval()
+    with torch.no_grad():
+        features, noisy_magnitude, target_magnitude = spectra_batch(noisy, target)
+        loss = float(LOSSES[loss_name](model(features), noisy_magnitude, target_magnitude))
+    denoiser = Denoiser(copy.deepcopy(model), device="cpu")
+    noisy_np, target_np = noisy.numpy(), target.numpy()
+    outputs = np.concatenate([
+        denoiser.denoise(noisy_np[start: start + 8], MODEL_SAMPLE_RATE, strength_db=DEFAULT_STRENGTH_DB)
+        for start in range(0, len(noisy_np), 8)
+    ])
+    scores = {"val_loss": loss}
+    si_out = [si_sdr(t, o) for t, o in zip(target_np, outputs)]
+    si_in = [si_sdr(t, n) for t, n in zip(target_np, noisy_np)]
+    scores["val_si_sdr_db"] = float(np.mean(si_out))
+    scores["val_si_sdr_improvement_db"] = float(np.mean(np.subtract(si_out, si_in)))
+    scores["val_lsd_f80_db"] = float(np.mean([lsd(t, o, floor_db=80) for t, o in zip(target_np, outputs)]))
+    # Least-squares gain of the output onto the target: a global level slip shows here, not in SI-SDR.
+    gain = (outputs * target_np).sum() / (target_np**2).sum()
+    scores["val_gain_db"] = float(20 * np.log10(max(gain, 1e-6)))
+    return scores
+
+
+class _Distributed:
+    """Rank and world size under torchrun; a no-op for a single process."""
+
+    def __init__(self, device: torch.device):
+        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = 0
+        if self.world_size > 1:
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+            self.rank = dist.get_rank()
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def broadcast_flag(self, flag: bool) -> bool:
+        if self.world_size == 1:
+            return flag
+        tensor = torch.tensor([int(flag)])
+        dist.broadcast(tensor, src=0)
+        return bool(tensor.item())
+
+    def close(self) -> None:
+        if self.world_size > 1:
+            dist.destroy_process_group()
+
+
+def train(config: TrainConfig, *, resume: bool = False, progress=None) -> dict:
+    """Run (or continue) training; returns the final state (step, best scores).
+
+    ``progress`` is called with ``(step, scores)`` after each validation.
+    """
+    torch.set_num_threads(config.threads)
+    device = resolve_device(config.device)
+    distributed = _Distributed(device)
+    if device.type == "cuda" and distributed.world_size > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    torch.manual_seed(config.seed)
+    run_dir = Path(config.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    corpus = Path(config.corpus_dir)
+    train_sources = scan_sources(corpus_files(corpus, "train"))
+    validation_sources = scan_sources(corpus_files(corpus, "validation"))
+    noises = load_noise_recordings(find_audio_files(config.noise_dir)) if config.noise_dir else []
+    pairs = PairConfig(crop_frames=config.crop_frames, preset=config.preset)
+    validation_pairs = dataclasses.replace(pairs, crop_frames=config.validation_crop_frames)
+    val_noisy, val_target = fixed_examples(validation_sources, config=validation_pairs, seed=10_000 + config.seed,
+                                           count=config.validation_examples, noises=noises)
+
+    model = UNet(UNetConfig(base_width=config.base_width)).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    state = {"step": 0, "best_val_si_sdr_db": -math.inf, "stale_validations": 0, "elapsed_s": 0.0}
+    if resume and (run_dir / "latest.safetensors").exists():
+        state = _load_training_state(run_dir, model, optimizer)
+        log.info("resumed at step %d", state["step"])
+    elif distributed.is_main:
+        (run_dir / "log.csv").write_text(",".join(LOG_FIELDS) + "\n")
+    trainable = DistributedDataParallel(model) if distributed.world_size > 1 else model
+
+    dataset = TrainingPairs(train_sources, config=pairs, seed=config.seed, rank=distributed.rank,
+                            start_step=state["step"], noises=noises)
+    loader = DataLoader(dataset, batch_size=config.batch_size, num_workers=config.workers,
+                        persistent_workers=config.workers > 0)
+    metadata = {
+        "training": {
+            "config": dataclasses.asdict(config),
+            "train_files": len(train_sources),
+            "train_minutes": round(sum(s.frames for s in train_sources) / MODEL_SAMPLE_RATE / 60, 1),
+            "parameters": parameter_count(model),
+        }
+    }
+
+    stop_requested = False
+
+    def request_stop(*_):
+        nonlocal stop_requested
+        stop_requested = True
+
+    previous_handler = signal.signal(signal.SIGTERM, request_stop)
+    started = time.monotonic() - state["elapsed_s"]
+    losses: list[float] = []
+    batches = iter(loader)
+    try:
+        while state["step"] < config.max_steps:
+            trainable.train()
+            noisy, target = next(batches)
+            features, noisy_magnitude, target_magnitude = spectra_batch(noisy.to(device), target.to(device))
+            rate = learning_rate_at(state["step"], config)
+            for group in optimizer.param_groups:
+                group["lr"] = rate
+            loss = LOSSES[config.loss](trainable(features), noisy_magnitude, target_magnitude)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.gradient_clip_norm)
+            optimizer.step()
+            losses.append(float(loss))
+            state["step"] += 1
+
+            at_validation = state["step"] % config.validate_every_steps == 0 or state["step"] == config.max_steps
+            if not at_validation and not stop_requested:
+                continue
+            state["elapsed_s"] = time.monotonic() - started
+            stop = stop_requested
+            if distributed.is_main:
+                scores = validate(model.cpu(), val_noisy, val_target, loss_name=config.loss)
+                model.to(device)
+                row = {"step": state["step"], "elapsed_s": round(state["elapsed_s"], 1), "learning_rate": rate,
+                       "train_loss": float(np.mean(losses)), **scores}
+                losses.clear()
+                _append_log(run_dir, row)
+                if scores["val_si_sdr_db"] > state["best_val_si_sdr_db"]:
+                    state["best_val_si_sdr_db"] = scores["val_si_sdr_db"]
+                    state["stale_validations"] = 0
+                    save_model(run_dir / "best.safetensors", model, metadata={**metadata, "validation": row})
+                else:
+                    state["stale_validations"] += 1
+                _save_training_state(run_dir, model, optimizer, state, metadata={**metadata, "validation": row})
+                if progress:
+                    progress(state["step"], row)
+                stop = stop or state["stale_validations"] >= config.patience_validations
+                stop = stop or bool(config.max_minutes and state["elapsed_s"] > config.max_minutes * 60)
+            if distributed.broadcast_flag(stop):
+                break
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
+        distributed.close()
+    return state
+
+
+def _append_log(run_dir: Path, row: dict) -> None:
+    with open(run_dir / "log.csv", "a", newline="") as handle:
+        csv.DictWriter(handle, LOG_FIELDS).writerow({key: row.get(key, "") for key in LOG_FIELDS})
+    from cassette_denoise.plots import training_curves
+
+    figure = training_curves(read_log(run_dir / "log.csv"))
+    figure.savefig(run_dir / "curve.png", dpi=100)
+
+
+def read_log(path: Path) -> list[dict[str, float]]:
+    with open(path, newline="") as handle:
+        return [{key: float(value) for key, value in row.items() if value != ""} for row in csv.DictReader(handle)]
+
+
+def _save_training_state(run_dir: Path, model: UNet, optimizer, state: dict, *, metadata: dict) -> None:
+    save_model(run_dir / "latest.safetensors", model, metadata=metadata)
+    optimizer_state = optimizer.state_dict()
+    tensors = {f"{index}.{key}": value.detach().cpu().contiguous()
+               for index, values in optimizer_state["state"].items() for key, value in values.items()}
+    temp = run_dir / ".latest.optimizer.partial"
+    save_file(tensors, str(temp))
+    os.replace(temp, run_dir / "latest.optimizer.safetensors")
+    record = {**state, "param_groups": optimizer_state["param_groups"]}
+    (run_dir / ".state.partial").write_text(json.dumps(record, indent=2))
+    os.replace(run_dir / ".state.partial", run_dir / "state.json")
+
+
+def _load_training_state(run_dir: Path, model: UNet, optimizer) -> dict:
+    loaded, _ = load_model(run_dir / "latest.safetensors")
+    if loaded.config != model.config:
+        raise ValueError(f"{run_dir}: checkpoint config {loaded.config} differs from this run's {model.config}")
+    model.load_state_dict(loaded.state_dict(), strict=True)
+    record = json.loads((run_dir / "state.json").read_text())
+    tensors = load_file(str(run_dir / "latest.optimizer.safetensors"))
+    per_parameter: dict[int, dict] = {}
+    for name, tensor in tensors.items():
+        index, key = name.split(".", 1)
+        per_parameter.setdefault(int(index), {})[key] = tensor
+    optimizer.load_state_dict({"state": per_parameter, "param_groups": record.pop("param_groups")})
+    return record
