@@ -21,6 +21,17 @@ DOLBY_B_CORNER_HZ = 1500.0
 # Level-dependent gains are evaluated on blocks of this length (about the Dolby B release time scale).
 BLOCK_S = 0.01
 
+Range = tuple[float, float]  # (low, high) of a parameter to draw
+
+
+def draw_seed(rng: np.random.Generator) -> int:
+    """A seed for the noise an effect generates, stored in its params so ``apply`` stays pure."""
+    return int(rng.integers(2**32))
+
+
+def log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
+    return float(np.exp(rng.uniform(np.log(low), np.log(high))))
+
 
 def db_to_gain(db: float | np.ndarray) -> float | np.ndarray:
     return 10.0 ** (np.asarray(db, dtype=np.float64) / 20.0)
@@ -125,7 +136,6 @@ def dolby_b_boost_db(hf_level_dbfs: np.ndarray) -> np.ndarray:
     return 10.0 * np.clip((-10.0 - relative_db) / 30.0, 0.0, 1.0)
 
 
-def high_band_level_dbfs(x: np.ndarray, sample_rate: int, block: int) -> np.ndarray:
-    """Per-block RMS level (dBFS) of the band a Dolby B processor reacts to: ``(channels, blocks)``."""
-    _, high = first_order_split(x, sample_rate, DOLBY_B_CORNER_HZ)
-    return 20.0 * np.log10(np.maximum(block_rms(high, block), 1e-10))
+def block_level_dbfs(x: np.ndarray, block: int) -> np.ndarray:
+    """Per-block RMS level in dBFS: ``(channels, samples)`` -> ``(channels, blocks)``."""
+    return 20.0 * np.log10(np.maximum(block_rms(x, block), 1e-10))

@@ -1,0 +1,78 @@
+import numpy as np
+import pytest
+
+from cassette_denoise.checkpoint import CheckpointError, load_model, save_model
+from cassette_denoise.denoiser import Denoiser
+
+from conftest import music_like
+
+
+def test_streaming_in_random_blocks_equals_whole_array(denoiser):
+    audio = music_like(2, 44100 * 9 + 333, 44100, seed=2)
+    whole = denoiser.denoise(audio, 44100)
+    stream = denoiser.stream(channels=2, sample_rate=44100)
+    rng = np.random.default_rng(0)
+    pieces, start = [], 0
+    while start < audio.shape[1]:
+        size = int(rng.integers(1, 40_000))
+        pieces.append(stream.process(audio[:, start: start + size]))
+        start += size
+    pieces.append(stream.finish())
+    np.testing.assert_array_equal(np.concatenate(pieces, axis=1), whole)
+
+
+def test_streaming_equals_whole_with_resampling(denoiser):
+    audio = music_like(1, 48000 * 7 + 5, 48000, seed=3)
+    whole = denoiser.denoise(audio, 48000)
+    stream = denoiser.stream(channels=1, sample_rate=48000)
+    pieces = [stream.process(audio[:, s: s + 12_345]) for s in range(0, audio.shape[1], 12_345)]
+    streamed = np.concatenate([*pieces, stream.finish()], axis=1)
+    np.testing.assert_allclose(streamed, whole, atol=1e-6)
+
+
+def test_mono_1d_input_gives_1d_output(denoiser):
+    assert denoiser.denoise(music_like(1, 5000, 44100)[0], 44100).shape == (5000,)
+
+
+@pytest.mark.parametrize("bad", [np.zeros((2, 0)), np.full((1, 100), np.nan), np.full((1, 100), np.inf)])
+def test_bad_arrays_are_refused(denoiser, bad):
+    with pytest.raises(ValueError):
+        denoiser.denoise(bad, 44100)
+
+
+def test_strength_floors_the_attenuation(random_model):
+    denoiser = Denoiser(random_model, device="cpu")
+    audio = music_like(1, 44100 * 2, 44100)
+    untouched = denoiser.denoise(audio, 44100, strength_db=0)
+    np.testing.assert_allclose(untouched, audio, atol=1e-5)
+    with pytest.raises(ValueError):
+        denoiser.denoise(audio, 44100, strength_db=-3)
+
+
+def test_save_then_load_gives_identical_output(tmp_path, random_model):
+    path = save_model(tmp_path / "m.safetensors", random_model, metadata={"note": "test"})
+    loaded, sidecar = load_model(path)
+    audio = music_like(2, 30_000, 44100)
+    np.testing.assert_array_equal(Denoiser(loaded, device="cpu").denoise(audio, 44100),
+                                  Denoiser(random_model, device="cpu").denoise(audio, 44100))
+    assert sidecar["note"] == "test" and sidecar["config"]["base_width"] == 2
+
+
+def test_loading_is_strict_and_refuses_non_finite_weights(tmp_path, random_model):
+    import copy
+    import json
+
+    import torch
+
+    path = save_model(tmp_path / "m.safetensors", random_model)
+    sidecar = json.loads(path.with_suffix(".json").read_text())
+    sidecar["config"]["base_width"] = 4
+    path.with_suffix(".json").write_text(json.dumps(sidecar))
+    with pytest.raises(CheckpointError, match="do not match"):
+        load_model(path)
+    broken = copy.deepcopy(random_model)
+    with torch.no_grad():
+        broken.head.bias.fill_(float("nan"))
+    with pytest.raises(CheckpointError, match="non-finite"):
+        save_model(tmp_path / "bad.safetensors", broken)
+    assert not (tmp_path / "bad.safetensors").exists()

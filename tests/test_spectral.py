@@ -1,0 +1,61 @@
+import numpy as np
+import pytest
+import torch
+
+from cassette_denoise import spectral
+from cassette_denoise.denoiser import Denoiser
+from cassette_denoise.metrics import si_sdr
+
+from conftest import music_like
+
+
+def test_stft_has_512_bins_and_hop_512():
+    spectra = spectral.stft(torch.zeros(2, spectral.N_FFT + 3 * spectral.HOP))
+    assert spectra.shape == (2, 512, 4)
+
+
+def test_overlap_add_inverts_the_stft_inside_the_padded_region():
+    signal = torch.randn(3, 20_000, dtype=torch.float64)
+    padded = torch.nn.functional.pad(signal, (spectral.pad_amount(), spectral.N_FFT + spectral.HOP))
+    frames = spectral.frame_count(signal.shape[-1])
+    summed, envelope = spectral.istft_frames(spectral.stft(padded)[..., :frames])
+    restored = (summed / envelope.clamp(min=1e-3))[..., spectral.pad_amount(): spectral.pad_amount() + 20_000]
+    assert torch.allclose(restored, signal, atol=1e-9)
+    assert envelope[spectral.pad_amount(): spectral.pad_amount() + 20_000].min() > 0.45
+
+
+def test_features_use_a_fixed_full_scale_reference():
+    on_bin = 23 / spectral.N_FFT  # cycles per sample, centred on bin 23 (no scalloping loss)
+    full_scale_sine = torch.sin(2 * torch.pi * on_bin * torch.arange(8192, dtype=torch.float64))
+    peak = spectral.stft(full_scale_sine).abs().max()
+    assert 20 * torch.log10(peak / spectral.FULL_SCALE_MAGNITUDE) == pytest.approx(0, abs=0.01)
+    # A tile's features depend only on its own magnitudes, not on how loud the rest of the file is.
+    magnitude = torch.rand(1, 512, 16)
+    assert torch.equal(spectral.to_features(magnitude), spectral.to_features(torch.cat([magnitude, 100 * magnitude], -1))[..., :16])
+    assert spectral.to_features(torch.tensor([0.0, 1e9])).tolist() == [-1.0, 1.0]
+
+
+def test_crossfade_weights_sum_to_one_between_neighbouring_tiles():
+    weights = spectral.crossfade_window(512)
+    assert torch.allclose(weights[:256] + weights[256:], torch.ones(256))
+    assert weights.min() > 0
+
+
+@pytest.mark.parametrize("channels", [1, 2, 6])
+@pytest.mark.parametrize("samples", [1, 777, 512 * 256 * 3 + 101])
+def test_mask_of_ones_reproduces_the_input(pass_through_model, channels, samples):
+    audio = music_like(channels, samples, 44100, seed=samples)
+    out = Denoiser(pass_through_model, device="cpu").denoise(audio, 44100, strength_db=0)
+    assert out.shape == audio.shape
+    if samples > 100:
+        assert si_sdr(audio, out) > 60
+    else:
+        np.testing.assert_allclose(out, audio, atol=1e-5)
+
+
+@pytest.mark.parametrize("sample_rate", [8000, 22050, 48000, 96000, 192000])
+def test_resampling_path_keeps_length_and_rate(pass_through_model, sample_rate):
+    audio = music_like(2, int(sample_rate * 1.3) + 7, sample_rate, seed=1)
+    out = Denoiser(pass_through_model, device="cpu").denoise(audio, sample_rate)
+    assert out.shape == audio.shape
+    assert si_sdr(audio, out) > 50
