@@ -131,3 +131,20 @@ def _new_figure(*, height_in: float) -> Figure:
     fig = Figure(figsize=(11, height_in), layout="constrained")
     FigureCanvasAgg(fig)
     return fig
+
+
+def training_curves(rows: list[dict[str, float]]) -> Figure:
+    """Loss and validation curves from a training log (``train.read_log`` rows), like the seed's loss picture."""
+    figure = Figure(figsize=(11, 4))
+    loss_ax, score_ax = figure.subplots(1, 2)
+    steps = [row["step"] for row in rows]
+    loss_ax.plot(steps, [row.get("train_loss", np.nan) for row in rows], label="training")
+    loss_ax.plot(steps, [row.get("val_loss", np.nan) for row in rows], label="validation")
+    loss_ax.set(xlabel="step", ylabel="loss", title="Loss")
+    loss_ax.legend()
+    score_ax.plot(steps, [row.get("val_si_sdr_improvement_db", np.nan) for row in rows], label="SI-SDR gain (dB)")
+    score_ax.plot(steps, [row.get("val_lsd_f80_db", np.nan) for row in rows], label="LSDf80 (dB)")
+    score_ax.set(xlabel="step", title="Validation")
+    score_ax.legend()
+    figure.tight_layout()
+    return figure

@@ -119,7 +119,9 @@ def spectra_batch(noisy: torch.Tensor, target: torch.Tensor):
     """Waveforms ``(batch, samples)`` -> features, noisy and target magnitudes ``(batch, 1, BINS, frames)``."""
     noisy_magnitude = spectral.stft(noisy).abs().unsqueeze(1)
     target_magnitude = spectral.stft(target).abs().unsqueeze(1)
-    return spectral.to_features(noisy_magnitude), noisy_magnitude, target_magnitude
+    # channels_last makes oneDNN's convolutions 2-3x faster for this narrow network on CPU.
+    features = spectral.to_features(noisy_magnitude).contiguous(memory_format=torch.channels_last)
+    return features, noisy_magnitude, target_magnitude
 
 
 def validate(model: UNet, noisy: torch.Tensor, target: torch.Tensor, *, loss_name: str) -> dict[str, float]:
@@ -195,7 +197,7 @@ def train(config: TrainConfig, *, resume: bool = False, progress=None) -> dict:
     val_noisy, val_target = fixed_examples(validation_sources, config=validation_pairs, seed=10_000 + config.seed,
                                            count=config.validation_examples, noises=noises)
 
-    model = UNet(UNetConfig(base_width=config.base_width)).to(device)
+    model = UNet(UNetConfig(base_width=config.base_width)).to(device, memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     state = {"step": 0, "best_val_si_sdr_db": -math.inf, "stale_validations": 0, "elapsed_s": 0.0}
     if resume and (run_dir / "latest.safetensors").exists():
@@ -241,7 +243,7 @@ def train(config: TrainConfig, *, resume: bool = False, progress=None) -> dict:
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.gradient_clip_norm)
             optimizer.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
             state["step"] += 1
 
             at_validation = state["step"] % config.validate_every_steps == 0 or state["step"] == config.max_steps

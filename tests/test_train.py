@@ -1,0 +1,119 @@
+"""Model and training properties: mask range, losses, a short run learns, resume, 2-process DDP."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from cassette_denoise import spectral
+from cassette_denoise.data import PairConfig, fixed_examples, scan_sources
+from cassette_denoise.losses import LOSSES, mask_mae, output_log_l1
+from cassette_denoise.model import UNet, UNetConfig, parameter_count
+from cassette_denoise.train import TrainConfig, spectra_batch, train
+
+from conftest import music_like
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("corpus")
+    for index in range(5):
+        sf.write(folder / f"{index}.flac", music_like(2, 44100 * 4, 44100, seed=index).T, 44100)
+    return folder
+
+
+def test_seed_layout_has_10_down_convolutions_and_1_9_m_parameters_at_width_16():
+    model = UNet(UNetConfig(base_width=16))
+    down_convs = [m for block in model.down for m in block if isinstance(m, torch.nn.Conv2d)]
+    assert len(down_convs) == 10
+    assert 1.85e6 < parameter_count(model) < 2.0e6
+
+
+def test_mask_stays_in_0_1_and_starts_near_pass_through():
+    torch.manual_seed(0)
+    model = UNet(UNetConfig(base_width=4)).eval()
+    features = torch.rand(2, 1, 512, 64) * 2 - 1
+    mask = model(features)
+    assert mask.shape == features.shape
+    assert mask.min() >= 0 and mask.max() <= 1
+    assert mask.mean() > 0.99  # an untrained model passes the music through
+    with pytest.raises(ValueError, match="multiples of 16"):
+        model(torch.zeros(1, 1, 512, 100))
+
+
+def test_losses_are_zero_for_a_perfect_mask_and_positive_otherwise():
+    noisy = torch.rand(2, 1, 512, 32) + 0.5
+    target = noisy * 0.5
+    assert mask_mae(torch.full_like(noisy, 0.5), noisy, target) < 1e-6
+    assert output_log_l1(torch.full_like(noisy, 0.5), noisy, target) < 1e-5
+    assert output_log_l1(torch.ones_like(noisy), noisy, target) > 0.1
+    # The output loss is scale-sensitive: a global gain error is penalised.
+    assert output_log_l1(torch.full_like(noisy, 0.45), noisy, target) > 0.01
+
+
+@pytest.mark.parametrize("loss_name", sorted(LOSSES))
+def test_a_short_run_on_one_batch_lowers_the_loss(corpus, loss_name):
+    torch.manual_seed(0)
+    noisy, target = fixed_examples(scan_sources(sorted(corpus.glob("*.flac"))), config=PairConfig(crop_frames=32),
+                                   count=4, seed=0)
+    features, noisy_magnitude, target_magnitude = spectra_batch(noisy, target)
+    model = UNet(UNetConfig(base_width=4, dropout=0.0))
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(30):
+        loss = LOSSES[loss_name](model(features), noisy_magnitude, target_magnitude)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0]
+
+
+def tiny_config(corpus: Path, run_dir: Path, **overrides) -> TrainConfig:
+    settings = dict(corpus_dir=str(corpus), run_dir=str(run_dir), base_width=2, batch_size=2, crop_frames=32,
+                    validation_crop_frames=32, max_steps=4, validate_every_steps=2, validation_examples=2,
+                    warmup_steps=1, workers=0, device="cpu")
+    return TrainConfig(**{**settings, **overrides})
+
+
+def test_training_writes_checkpoints_log_and_curve_and_resumes(corpus, tmp_path):
+    state = train(tiny_config(corpus, tmp_path / "run"))
+    assert state["step"] == 4
+    for name in ("best.safetensors", "best.json", "latest.safetensors", "latest.optimizer.safetensors", "log.csv", "curve.png"):
+        assert (tmp_path / "run" / name).exists(), name
+    sidecar = json.loads((tmp_path / "run" / "best.json").read_text())
+    assert sidecar["training"]["config"]["base_width"] == 2 and "validation" in sidecar
+    state = train(tiny_config(corpus, tmp_path / "run", max_steps=6), resume=True)
+    assert state["step"] == 6
+    with open(tmp_path / "run" / "log.csv") as handle:
+        assert [row["step"] for row in csv.DictReader(handle)] == ["2", "4", "6"]
+
+
+def test_config_file_rejects_unknown_settings(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('corpus_dir = "x"\nlearning_rte = 1e-3\n')
+    with pytest.raises(ValueError, match="learning_rte"):
+        TrainConfig.from_toml(path)
+
+
+def test_two_process_gloo_ddp_run_completes(corpus, tmp_path):
+    config = tmp_path / "ddp.toml"
+    config.write_text("\n".join(f"{key} = {json.dumps(value)}" for key, value in
+                                vars(tiny_config(corpus, tmp_path / "ddp")).items()) + "\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "cassette_denoise", "train", "--config", str(config)],
+        capture_output=True, text=True, timeout=240, env=env,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "ddp" / "best.safetensors").exists()
+    with open(tmp_path / "ddp" / "log.csv") as handle:
+        assert len(list(csv.DictReader(handle))) == 2  # only rank 0 logs
