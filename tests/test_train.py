@@ -43,7 +43,7 @@ def test_mask_stays_in_0_1_and_starts_near_pass_through():
     mask = model(features)
     assert mask.shape == features.shape
     assert mask.min() >= 0 and mask.max() <= 1
-    assert mask.mean() > 0.99  # an untrained model passes the music through
+    assert mask.mean() > 0.9  # an untrained model passes (nearly) everything through
     with pytest.raises(ValueError, match="multiples of 16"):
         model(torch.zeros(1, 1, 512, 100))
 

@@ -166,6 +166,10 @@ class AtomicAudioWriter:
             raise AudioError(f"{self.path}: output folder {folder} is not writable ({error.strerror})") from None
         os.close(handle)
         self._temp_path = Path(name)
+        # mkstemp makes the file private (0600); give the output the permissions a plain open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(name, 0o666 & ~umask)
         try:
             self._sound_file = sf.SoundFile(
                 name, "w", samplerate=self.sample_rate, channels=self.channels,

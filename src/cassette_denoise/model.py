@@ -22,9 +22,9 @@ class UNetConfig:
     dropout: float = 0.5
     dropout_levels: int = 2
     negative_slope: float = 0.2
-    #: Initial bias of the mask logit: sigmoid(6) ≈ 0.9975 (−0.02 dB), so passing everything through
-    #: untouched is where training starts, not something it has to discover.
-    initial_mask_logit: float = 6.0
+    #: Initial bias of the mask logit: sigmoid(3) ≈ 0.95 (−0.4 dB), so training starts close to passing
+    #: everything through, yet not so deep in the sigmoid's flat tail (σ' = 0.045) that it cannot move.
+    initial_mask_logit: float = 3.0
 
     def __post_init__(self):
         if self.base_width < 1 or self.levels < 2:

@@ -17,7 +17,9 @@ import scipy.signal
 # (EBU R68); the Dolby B level curves are defined relative to that.
 DOLBY_LEVEL_DBFS = -18.0
 # Dolby B acts as a sliding high shelf; a first-order split at this corner stands in for its band.
-DOLBY_B_CORNER_HZ = 1500.0
+# With the full 10 dB of action this gives about -4 dB at 1 kHz and -9 dB at 4 kHz, close to the
+# published low-level curves.
+DOLBY_B_CORNER_HZ = 700.0
 # Level-dependent gains are evaluated on blocks of this length (about the Dolby B release time scale).
 BLOCK_S = 0.01
 
@@ -63,6 +65,11 @@ def shelf_response(freqs_hz: np.ndarray, turnover_hz: float, gain_db: float) -> 
     return np.sqrt((1.0 + (freqs_hz / turnover_hz) ** 2) / (1.0 + (freqs_hz / upper_hz) ** 2))
 
 
+def rfft_freqs(n_fft: int, sample_rate: int) -> np.ndarray:
+    """Bin frequencies of an ``n_fft``-point rfft, float32: responses are computed in single precision."""
+    return np.fft.rfftfreq(n_fft, 1.0 / sample_rate).astype(np.float32)
+
+
 def fft_filter(
     x: np.ndarray, sample_rate: int, response: Callable[[np.ndarray], np.ndarray], *, pad_samples: int = 1024
 ) -> np.ndarray:
@@ -73,8 +80,8 @@ def fft_filter(
     """
     n_fft = scipy.fft.next_fast_len(x.shape[-1] + pad_samples, real=True)
     spectrum = scipy.fft.rfft(x, n=n_fft, axis=-1)
-    spectrum *= response(np.fft.rfftfreq(n_fft, 1.0 / sample_rate)).astype(np.complex64)
-    return scipy.fft.irfft(spectrum, n=n_fft, axis=-1)[..., : x.shape[-1]].astype(np.float32, copy=False)
+    spectrum *= response(rfft_freqs(n_fft, sample_rate)).astype(np.complex64, copy=False)
+    return np.ascontiguousarray(scipy.fft.irfft(spectrum, n=n_fft, axis=-1)[..., : x.shape[-1]], dtype=np.float32)
 
 
 def shaped_noise(
@@ -83,12 +90,15 @@ def shaped_noise(
 ) -> np.ndarray:
     """Gaussian noise with magnitude spectrum ``response``, each channel independent, unit RMS.
 
-    Drawn directly as a complex spectrum, so it costs one inverse FFT.
+    Drawn directly as a complex spectrum, so it costs one inverse FFT. The spectrum's real and
+    imaginary parts are uniform rather than normal (an eighth of the cost to draw): every time sample,
+    and every bin of an STFT much shorter than the signal, sums thousands of these independent bins,
+    so the noise is Gaussian all the same.
     """
     n_fft = scipy.fft.next_fast_len(samples, real=True)
     bins = n_fft // 2 + 1
-    spectrum = rng.standard_normal((channels, 2 * bins), dtype=np.float32).view(np.complex64)
-    spectrum *= response(np.fft.rfftfreq(n_fft, 1.0 / sample_rate)).astype(np.float32)
+    spectrum = (rng.random((channels, 2 * bins), dtype=np.float32) - np.float32(0.5)).view(np.complex64)
+    spectrum *= response(rfft_freqs(n_fft, sample_rate)).astype(np.float32, copy=False)
     spectrum[:, 0] = 0.0  # no DC offset
     noise = scipy.fft.irfft(spectrum, n=n_fft, axis=-1)[:, :samples]
     level = np.sqrt(np.mean(np.square(noise), axis=-1, keepdims=True))
@@ -122,8 +132,13 @@ def upsample_blocks(values: np.ndarray, block: int, samples: int) -> np.ndarray:
 def first_order_split(x: np.ndarray, sample_rate: int, corner_hz: float) -> tuple[np.ndarray, np.ndarray]:
     """Complementary ``(low, high)`` split with ``low + high == x`` exactly (a first-order low-pass)."""
     b, a = scipy.signal.butter(1, min(corner_hz, 0.45 * sample_rate), fs=sample_rate)
-    low = scipy.signal.lfilter(b.astype(np.float32), a.astype(np.float32), x, axis=-1).astype(np.float32, copy=False)
+    low = lfilter32(b, a, x)
     return low, x - low
+
+
+def lfilter32(b: np.ndarray, a: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """IIR filter along the last axis in single precision (twice as fast as double; ample for first order)."""
+    return scipy.signal.lfilter(np.float32(b), np.float32(a), np.asarray(x, np.float32), axis=-1)
 
 
 def dolby_b_boost_db(hf_level_dbfs: np.ndarray) -> np.ndarray:

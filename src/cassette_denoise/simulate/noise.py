@@ -140,8 +140,10 @@ class ModulationNoise(AdditiveNoise):
         # lift the floor by rise_db at envelope 1 is floor * sqrt(10^(rise/10) - 1).
         envelope = upsample_blocks(np.sqrt(2.0) * block_rms(x, block), block, x.shape[1])
         scale = db_to_gain(params.floor_dbfs) * np.sqrt(10.0 ** (params.rise_db / 10.0) - 1.0)
-        carrier = np.random.default_rng(params.seed).standard_normal(x.shape, dtype=np.float32)
-        return carrier * envelope * np.float32(scale)
+        # Unit-variance uniform noise: its spectrum is as white as Gaussian noise and its short-time
+        # statistics are dominated by the envelope anyway, at a tenth of the cost to draw.
+        carrier = np.random.default_rng(params.seed).random(x.shape, dtype=np.float32) - np.float32(0.5)
+        return carrier * envelope * np.float32(scale * np.sqrt(12.0))
 
 
 @dataclass(frozen=True)
@@ -183,14 +185,15 @@ class Hum(AdditiveNoise):
     def noise(x: np.ndarray, sample_rate: int, params: HumParams) -> np.ndarray:
         samples = x.shape[1]
         # Reduce the phase to one cycle in float64 first: float32 time would drift on long files.
-        phase = (2 * np.pi * (np.arange(samples) * (params.mains_hz / sample_rate) % 1.0)).astype(np.float32)
+        cycles = np.arange(samples, dtype=np.float64) * (params.mains_hz / sample_rate)
+        phase = (2 * np.pi * (cycles - np.floor(cycles))).astype(np.float32)
         orders = np.arange(1, len(params.harmonics_db) + 1)
         audible = orders * params.mains_hz < sample_rate / 2
         amplitudes = db_to_gain(np.asarray(params.harmonics_db))[audible]
         amplitudes *= db_to_gain(params.level_dbfs) / np.sqrt(np.sum(amplitudes**2) / 2)
         hum = np.zeros(samples, np.float32)
         for order, amplitude, offset in zip(orders[audible], amplitudes, np.asarray(params.phases_rad)[audible]):
-            hum += np.float32(amplitude) * np.sin(order * phase + np.float32(offset))
+            hum += np.float32(amplitude) * np.sin(np.float32(order) * phase + np.float32(offset))
         # Hum enters after the heads (cables, ground loops), so it is the same on every channel.
         return np.broadcast_to(hum, x.shape)
 
@@ -266,7 +269,9 @@ class Clicks(AdditiveNoise):
     def sample_params(
         rng: np.random.Generator, *, rate_per_s: Range = (0.1, 3.0), level_dbfs: Range = (-40.0, -10.0)
     ) -> ClicksParams:
-        return ClicksParams(rate_per_s=rng.uniform(*rate_per_s), level_dbfs=rng.uniform(*level_dbfs), seed=draw_seed(rng))
+        return ClicksParams(
+            rate_per_s=rng.uniform(*rate_per_s), level_dbfs=rng.uniform(*level_dbfs), seed=draw_seed(rng)
+        )
 
     @staticmethod
     def noise(x: np.ndarray, sample_rate: int, params: ClicksParams) -> np.ndarray:

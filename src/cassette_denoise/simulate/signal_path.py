@@ -21,6 +21,7 @@ from cassette_denoise.simulate._dsp import (
     dolby_b_boost_db,
     fft_filter,
     first_order_split,
+    lfilter32,
     log_uniform,
     lowpass_response,
     upsample_blocks,
@@ -70,14 +71,17 @@ class Speed:
         ``read`` starts at 0, so the output starts in sync with the input; where a fast tape runs out
         before the end the output is silent.
         """
-        time_s = np.arange(x.shape[1]) / sample_rate
-        read_s = time_s * (1.0 + params.offset_percent / 100.0)
+        samples = np.arange(x.shape[1], dtype=np.float64)
+        read = samples * (1.0 + params.offset_percent / 100.0)
         components = ((params.wow_percent, params.wow_hz), (params.flutter_percent, params.flutter_hz))
         for (percent, hz), phase in zip(components, params.phases_rad):
             # Speed 1 + a cos(2 pi f t + phase) integrates to this read position (a = sqrt(2) * RMS).
-            amplitude = np.sqrt(2.0) * percent / 100.0 / (2 * np.pi * hz)
-            read_s += amplitude * (np.sin(2 * np.pi * hz * time_s + phase) - np.sin(phase))
-        return read_at(x, read_s * sample_rate)
+            # The phase is reduced to one cycle in double precision, the sine taken in single.
+            amplitude = np.sqrt(2.0) * percent / 100.0 * sample_rate / (2 * np.pi * hz)
+            cycles = samples * (hz / sample_rate)
+            cycles = (cycles - np.floor(cycles)).astype(np.float32)
+            read += amplitude * (np.sin(np.float32(2 * np.pi) * cycles + np.float32(phase)) - np.sin(phase))
+        return read_at(x, read)
 
 
 def read_at(x: np.ndarray, position: np.ndarray) -> np.ndarray:
@@ -92,7 +96,9 @@ def read_at(x: np.ndarray, position: np.ndarray) -> np.ndarray:
     t = (position - index).astype(np.float32)
     index = index.astype(np.intp) + 2
     p0, p1, p2, p3 = (np.take(padded, index + k, axis=1) for k in (-1, 0, 1, 2))
-    return p1 + 0.5 * t * (p2 - p0 + t * (2 * p0 - 5 * p1 + 4 * p2 - p3 + t * (3 * (p1 - p2) + p3 - p0)))
+    cubic = 0.5 * (p3 - p0) + 1.5 * (p1 - p2)
+    quadratic = p0 - 2.5 * p1 + 2.0 * p2 - 0.5 * p3
+    return ((cubic * t + quadratic) * t + 0.5 * (p2 - p0)) * t + p1
 
 
 @dataclass(frozen=True)
@@ -160,10 +166,9 @@ class Saturation:
         low_w = 2 * np.pi * cls.EMPHASIS_HZ
         high_w = low_w * db_to_gain(params.emphasis_db)
         b, a = scipy.signal.bilinear([1.0 / low_w, 1.0], [1.0 / high_w, 1.0], fs=sample_rate)
-        ceiling = db_to_gain(params.ceiling_dbfs)
-        emphasised = scipy.signal.lfilter(b, a, x, axis=-1)
-        clipped = ceiling * np.tanh(emphasised / ceiling)
-        return scipy.signal.lfilter(a, b, clipped, axis=-1).astype(np.float32)
+        ceiling = np.float32(db_to_gain(params.ceiling_dbfs))
+        clipped = ceiling * np.tanh(lfilter32(b, a, x) / ceiling)
+        return lfilter32(a, b, clipped)
 
 
 @dataclass(frozen=True)
@@ -220,8 +225,16 @@ class Dropouts:
                 shape[:ramp], shape[length - ramp :] = edge, edge[::-1]
             rows = slice(None) if event.channel is None else event.channel % channels
             loss_db[rows, start : start + length] += np.float32(event.depth_db) * shape
+        # Only the samples inside some event change; low + high == x everywhere else.
+        touched = np.flatnonzero(loss_db.any(axis=0))
+        if touched.size == 0:
+            return x.copy()
+        span = slice(touched[0], touched[-1] + 1)
         low, high = first_order_split(x, sample_rate, cls.SPLIT_HZ)
-        return low * 10.0 ** (loss_db / np.float32(-60.0)) + high * 10.0 ** (loss_db / np.float32(-20.0))
+        y = x.copy()
+        y[:, span] = (low[:, span] * 10.0 ** (loss_db[:, span] / np.float32(-60.0))
+                      + high[:, span] * 10.0 ** (loss_db[:, span] / np.float32(-20.0)))
+        return y
 
 
 @dataclass(frozen=True)
@@ -267,11 +280,12 @@ class Azimuth:
         lagging = params.channel % channels
 
         def response(freqs_hz: np.ndarray) -> np.ndarray:
-            result = np.ones((channels, freqs_hz.size), np.complex128)
+            result = np.ones((channels, freqs_hz.size), np.complex64)
             # sin(z)/z with z = 1.39 f / f_3dB (np.sinc(u) is sin(pi u) / (pi u)).
-            result[lagging] = np.sinc(1.39 / np.pi * freqs_hz / params.hf_loss_hz)
+            result[lagging] = np.sinc(np.float32(1.39 / np.pi / params.hf_loss_hz) * freqs_hz)
             if channels > 1:  # a delay only means something between channels
-                result[lagging] *= np.exp(-2j * np.pi * freqs_hz * params.delay_us * 1e-6)
+                phase = np.float32(-2 * np.pi * params.delay_us * 1e-6) * freqs_hz
+                result[lagging] *= np.cos(phase) + 1j * np.sin(phase)
             return result
 
         return fft_filter(x, sample_rate, response)

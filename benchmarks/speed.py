@@ -1,0 +1,345 @@
+"""Real-time factor and peak memory of our models and the peer denoisers on long stereo files.
+
+For each duration a stereo 44.1 kHz PCM_16 test file (synthetic music plus hiss) is generated once
+into the cache folder; then every method runs on it in a fresh child process, one at a time:
+
+* ``ours``: ``cassette-denoise denoise IN -o OUT`` with the bundled model (or ``--ours-model``);
+* ``seed-width``: the same command with ``--model`` set to a base-width-16 model with random weights
+  (the earlier project's layout at width 16; speed does not depend on the weights);
+* the peers of :mod:`cassette_denoise.peers`, each applied to the whole file by a child Python
+  process (read, denoise, write), since none of them streams.
+
+Per run it records the processing time (reading, denoising and writing: what the command itself
+reports, i.e. without interpreter start, imports and model loading), the child's whole wall time,
+and its peak resident memory. Runs longer than ``--timeout-s`` or above ``--max-rss-mb`` are stopped
+and recorded as skipped, with the reason.
+
+    python benchmarks/speed.py                         # 10 s, 1 min, 10 min, 60 min; every method
+    python benchmarks/speed.py --durations 10 --methods ours,seed-width
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import _common
+
+DEFAULT_DURATIONS_S = (10, 60, 600, 3600)
+RTF_TARGET = 0.05
+SEED_WIDTH = 16
+POLL_S = 0.2
+# The denoise command's closing summary: "denoised 1 file(s), 0:10 of audio in 0.6 s, ...".
+SUMMARY_SECONDS = re.compile(r"of audio in ([0-9.]+) s")
+
+
+@dataclass(frozen=True)
+class Method:
+    key: str  # what --methods selects
+    label: str  # what the results and tables show
+    command: list[str] | None  # with "{input}" and "{output}" placeholders; None when it cannot run
+    reason: str = ""  # why it cannot run
+    reports_seconds: str = "cli"  # how the child reports its processing time: "cli" summary or "json" line
+    model: dict | None = None
+
+
+@dataclass(frozen=True)
+class RunResult:
+    seconds: float | None
+    wall_s: float
+    peak_rss_mb: float | None
+    returncode: int | None
+    note: str
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--durations", default=",".join(map(str, DEFAULT_DURATIONS_S)),
+                        help="comma-separated test file lengths in seconds (default: %(default)s)")
+    parser.add_argument("--methods", default="all",
+                        help="comma-separated: all, peers, ours, seed-width, or peer names/prefixes such as "
+                             "noisereduce, sox, ffmpeg (default: all)")
+    parser.add_argument("--threads", type=int, default=2, help="torch/BLAS threads in each child (default: 2)")
+    parser.add_argument("--ours-model", type=Path,
+                        help="checkpoint for 'ours' (default: the bundled model)")
+    parser.add_argument("--timeout-s", type=float, default=900.0,
+                        help="stop a run after this long and record it as skipped (default: 900)")
+    parser.add_argument("--max-rss-mb", type=float, default=None,
+                        help="stop a run whose processes together exceed this resident memory "
+                             "(default: 85%% of physical memory)")
+    parser.add_argument("--cache-dir", type=Path, default=_common.CACHE_DIR,
+                        help="where test files, the random seed-width model and outputs go (default: %(default)s)")
+    parser.add_argument("--out", type=Path, default=_common.RESULTS_DIR / "speed.json")
+    parser.add_argument("--run-peer", nargs=3, metavar=("KEY", "INPUT", "OUTPUT"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.run_peer:
+        return run_peer(*args.run_peer)
+
+    durations = [float(item) for item in args.durations.split(",") if item.strip()]
+    max_rss_mb = args.max_rss_mb or 0.85 * (_common.memory_total_mb() or 8192)
+    methods = select_methods(all_methods(args), args.methods)
+    env = _common.thread_env(args.threads)
+    document = {
+        "benchmark": "speed",
+        "command": _common.command_line(),
+        "machine": _common.machine_info(threads=args.threads),
+        "rtf_target": RTF_TARGET,
+        "models": {method.key: method.model for method in methods if method.model},
+        "notes": [
+            "rtf = seconds / duration_s; seconds is the processing time the child reports (reading, denoising, "
+            "writing), without interpreter start, imports and model loading; wall_s/wall_rtf include them.",
+            "ours: seconds parsed from the denoise command's summary line, which has a resolution of 0.1 s.",
+            f"seed-width: base_width {SEED_WIDTH} with random weights; speed does not depend on training.",
+            "peak_rss_mb: largest resident set of any one process of the run (getrusage of the child), in MiB.",
+            "input: synthetic music with hiss, stereo 44.1 kHz PCM_16 WAV; outputs are written in the same format.",
+        ],
+        "rows": [],
+    }
+    print(f"writing {args.out}", file=sys.stderr)
+    for duration in durations:
+        started = time.perf_counter()
+        source = _common.input_file(duration, folder=args.cache_dir)
+        print(f"input {source} ({duration:g} s) ready in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+        for method in methods:
+            row = measure(method, source, duration, args=args, env=env, max_rss_mb=max_rss_mb)
+            document["rows"].append(row)
+            _common.write_json(args.out, document)  # after every run, so an interrupted benchmark keeps its rows
+            rtf = "-" if row["rtf"] is None else f"{row['rtf']:.4f}"
+            rss = "-" if row["peak_rss_mb"] is None else f"{row['peak_rss_mb']:.0f} MB"
+            print(f"{duration:>6g} s  {method.label:<30} rtf {rtf:>8}  peak {rss:>8}  {row['note']}", file=sys.stderr)
+    document["machine"]["load_average_at_end"] = list(os.getloadavg())
+    _common.write_json(args.out, document)
+    return 0
+
+
+def all_methods(args: argparse.Namespace) -> list[Method]:
+    """Every method this script knows, in table order; those that cannot run carry the reason."""
+    from cassette_denoise.peers import all_peers
+
+    cli = [str(Path(sys.executable).with_name("cassette-denoise"))]
+    if not Path(cli[0]).is_file():
+        cli = [sys.executable, "-m", "cassette_denoise"]
+    denoise = [*cli, "denoise", "{input}", "-o", "{output}", "--overwrite", "--device", "cpu"]
+
+    methods = []
+    ours_path = args.ours_model or _bundled_weights()
+    if ours_path is None:
+        methods.append(Method("ours", "ours", None, "the bundled weights are missing; pass --ours-model PATH"))
+    else:
+        extra = ["--model", str(ours_path)] if args.ours_model else []
+        source = str(ours_path) if args.ours_model else f"bundled ({ours_path.name})"
+        methods.append(Method("ours", "ours", denoise + extra, model=_describe(ours_path, source)))
+    seed = _common.random_checkpoint(args.cache_dir / f"random-w{SEED_WIDTH}.safetensors", base_width=SEED_WIDTH)
+    methods.append(Method("seed-width", f"seed width ({SEED_WIDTH})", denoise + ["--model", str(seed)],
+                          model=_describe(seed, f"random weights, base_width {SEED_WIDTH}")))
+
+    for peer in all_peers():
+        key = peer_key(peer.name)
+        if not peer.available():
+            methods.append(Method(key, peer.name, None, f"needs {peer.requirement}"))
+            continue
+        command = [sys.executable, str(Path(__file__).resolve()), "--run-peer", key, "{input}", "{output}"]
+        methods.append(Method(key, peer.name, command, reports_seconds="json"))
+    return methods
+
+
+def select_methods(methods: list[Method], spec: str) -> list[Method]:
+    """Methods named by ``spec``: ``all``, ``peers``, keys, or key prefixes (``noisereduce`` picks both modes)."""
+    tokens = [token.strip().lower() for token in spec.split(",") if token.strip()]
+    chosen = []
+    for token in tokens:
+        if token == "all":
+            matches = methods
+        elif token == "peers":
+            matches = [method for method in methods if method.key not in ("ours", "seed-width")]
+        else:
+            matches = [method for method in methods if method.key == token or method.key.startswith(token + "-")]
+        if not matches:
+            keys = ", ".join(method.key for method in methods)
+            raise SystemExit(f"speed.py: error: unknown method {token!r}; choose from all, peers, {keys}")
+        chosen += [method for method in matches if method not in chosen]
+    return [method for method in methods if method in chosen]  # always in table order
+
+
+def peer_key(name: str) -> str:
+    """``"noisereduce (non-stationary)"`` -> ``"noisereduce-non-stationary"``."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def measure(method: Method, source: Path, duration_s: float, *, args, env, max_rss_mb: float) -> dict:
+    row = {"method": method.key, "label": method.label, "duration_s": duration_s, "seconds": None, "rtf": None,
+           "wall_s": None, "wall_rtf": None, "peak_rss_mb": None, "load_average": os.getloadavg()[0], "note": ""}
+    if method.command is None:
+        row["note"] = f"skipped: {method.reason}"
+        return row
+    out_dir = args.cache_dir / "out"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    output = out_dir / f"{method.key}-{source.name}"
+    output.unlink(missing_ok=True)
+    command = [part.format(input=source, output=output) for part in method.command]
+    result = run_measured(command, env=env, timeout_s=args.timeout_s, max_rss_mb=max_rss_mb,
+                          reports_seconds=method.reports_seconds)
+    row.update(wall_s=result.wall_s, wall_rtf=result.wall_s / duration_s, peak_rss_mb=result.peak_rss_mb,
+               note=result.note)
+    if result.returncode == 0 and result.seconds is not None:
+        row.update(seconds=result.seconds, rtf=result.seconds / duration_s)
+        problem = _check_output(source, output)
+        if problem:
+            row["note"] = (row["note"] + "; " if row["note"] else "") + problem
+    output.unlink(missing_ok=True)
+    return row
+
+
+def run_measured(command: list[str], *, env, timeout_s: float, max_rss_mb: float, reports_seconds: str) -> RunResult:
+    """Run ``command`` alone in a new session, watching time and memory; reap it with ``wait4`` for its rusage."""
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                               start_new_session=True, text=True)
+    # Drain the pipes in the background so a chatty child never blocks on a full pipe.
+    captured = {"stdout": "", "stderr": ""}
+
+    def drain(name):
+        captured[name] = getattr(process, name).read()
+
+    readers = [threading.Thread(target=drain, args=(name,), daemon=True) for name in captured]
+    for reader in readers:
+        reader.start()
+
+    stop_reason = ""
+    while True:
+        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+        if pid:
+            break
+        elapsed = time.perf_counter() - started
+        if elapsed > timeout_s:
+            stop_reason = f"skipped: stopped after the {timeout_s:g} s timeout"
+        else:
+            tree_mb = _session_rss_mb(process.pid)
+            if tree_mb > max_rss_mb:
+                stop_reason = f"skipped: stopped at {tree_mb:.0f} MB resident, above the {max_rss_mb:.0f} MB limit"
+        if stop_reason:
+            os.killpg(process.pid, signal.SIGKILL)
+            pid, status, usage = os.wait4(process.pid, 0)
+            break
+        time.sleep(POLL_S)
+    wall_s = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+    for reader in readers:
+        reader.join(timeout=5)
+    peak_rss_mb = usage.ru_maxrss / 1024  # kilobytes on Linux
+
+    if stop_reason:
+        return RunResult(None, wall_s, None, None, stop_reason)
+    if process.returncode != 0:
+        lines = (captured["stderr"].strip() or captured["stdout"].strip() or f"exit code {process.returncode}")
+        return RunResult(None, wall_s, peak_rss_mb, process.returncode, f"failed: {lines.splitlines()[-1][:300]}")
+    seconds = _reported_seconds(captured, reports_seconds)
+    note = "" if seconds is not None else "no processing time reported"
+    return RunResult(seconds, wall_s, peak_rss_mb, 0, note)
+
+
+def run_peer(key: str, source: str, destination: str) -> int:
+    """Child process: one peer over a whole file; prints ``{"seconds": ...}`` (read + denoise + write)."""
+    from cassette_denoise.audio import probe, read_audio, write_audio
+    from cassette_denoise.peers import all_peers
+
+    peers = {peer_key(peer.name): peer for peer in all_peers()}
+    peer = peers[key]
+    # Peers import their libraries on first use; a warm-up on one second of quiet noise keeps that
+    # out of the timing, as the denoise command's timing leaves out imports and model loading.
+    import numpy as np
+
+    peer.denoise(np.random.default_rng(0).normal(0, 1e-3, (2, 44_100)).astype(np.float32), 44_100)
+    started = time.perf_counter()
+    subtype = probe(source).subtype
+    audio, sample_rate = read_audio(source)
+    out = peer.denoise(audio, sample_rate)
+    # Same format as the denoise command writes (the input's subtype), so the write costs the same.
+    write_audio(destination, _clip_for(out, subtype), sample_rate, subtype=subtype)
+    print(json.dumps({"seconds": time.perf_counter() - started}))
+    return 0
+
+
+def _clip_for(audio, subtype: str):
+    import numpy as np
+
+    return audio if subtype.upper() in ("FLOAT", "DOUBLE") else np.clip(audio, -1.0, 1.0)
+
+
+def _reported_seconds(captured: dict, how: str) -> float | None:
+    if how == "json":
+        for line in reversed(captured["stdout"].strip().splitlines()):
+            try:
+                return float(json.loads(line)["seconds"])
+            except (ValueError, KeyError, TypeError):
+                continue
+        return None
+    found = SUMMARY_SECONDS.findall(captured["stderr"])
+    return float(found[-1]) if found else None
+
+
+def _session_rss_mb(session: int) -> float:
+    """Resident memory of every process in ``session`` (the child and anything it started), in MiB."""
+    total_kb = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            # Fields after the parenthesised command name: state ppid pgrp session ...
+            fields = stat[stat.rindex(")") + 2:].split()
+            if int(fields[3]) != session:
+                continue
+            for line in (entry / "status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total_kb += int(line.split()[1])
+                    break
+        except (OSError, ValueError, IndexError):
+            continue  # the process ended while we looked
+    return total_kb / 1024
+
+
+def _check_output(source: Path, output: Path) -> str:
+    from cassette_denoise.audio import AudioError, probe
+
+    try:
+        made, given = probe(output), probe(source)
+    except AudioError as error:
+        return f"bad output: {error}"
+    if (made.frames, made.channels, made.sample_rate) != (given.frames, given.channels, given.sample_rate):
+        return (f"output is {made.frames} frames x {made.channels} ch at {made.sample_rate} Hz, "
+                f"input {given.frames} x {given.channels} at {given.sample_rate}")
+    return ""
+
+
+def _bundled_weights() -> Path | None:
+    from importlib import resources
+
+    from cassette_denoise.denoiser import BUNDLED_MODEL
+
+    path = resources.files("cassette_denoise") / "weights" / f"{BUNDLED_MODEL}.safetensors"
+    return Path(str(path)) if path.is_file() else None
+
+
+def _describe(path: Path, source: str) -> dict:
+    sidecar = Path(path).with_suffix(".json")
+    try:
+        metadata = json.loads(sidecar.read_text())
+    except (OSError, ValueError):
+        metadata = {}
+    return {"path": str(path), "source": source, "config": metadata.get("config"),
+            "training_data": metadata.get("training_data")}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
