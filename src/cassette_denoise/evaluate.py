@@ -83,8 +83,9 @@ class Ours:
         return self.denoiser.denoise(audio, sample_rate, strength_db=self.strength_db)
 
 
-def our_methods(*, strengths_db: Sequence[float] | None = None) -> list[Method | Skipped]:
-    """Our model at each strength (default: half, once and twice the default strength).
+def our_methods(*, strengths_db: Sequence[float] | None = None, model_path: str | None = None) -> list[Method | Skipped]:
+    """Our model (bundled, or the checkpoint at ``model_path``) at each strength (default: half, once
+    and twice the default strength).
 
     The model is optional here: when it cannot be imported or loaded, one :class:`Skipped` entry
     carries the reason, so that the rest of an evaluation still runs.
@@ -92,7 +93,7 @@ def our_methods(*, strengths_db: Sequence[float] | None = None) -> list[Method |
     try:
         from cassette_denoise.denoiser import DEFAULT_STRENGTH_DB, Denoiser
 
-        denoiser = Denoiser.from_pretrained()
+        denoiser = Denoiser.from_checkpoint(model_path) if model_path else Denoiser.from_pretrained()
     except Exception as error:  # a missing or broken model must not stop the other scores
         log.warning("our model is unavailable: %s", error)
         return [Skipped("ours", f"model unavailable ({type(error).__name__}: {error})")]

@@ -26,6 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--clean", type=Path, help="clean reference for --noisy")
     parser.add_argument("--denoised", type=Path, action="append", default=[], metavar="FILE",
                         help="an already denoised version of --noisy to score too (repeatable)")
+    parser.add_argument("--model", help="a .safetensors checkpoint to score as ours (default: the bundled model)")
     parser.add_argument("--strengths-db", type=_strengths, metavar="DB,DB,...",
                         help="strengths to run our model at (default: half, once and twice its default)")
     parser.add_argument("--no-peers", action="store_true", help="skip the other denoisers (noisereduce, sox, ffmpeg)")
@@ -44,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
             raise CommandError("--clean and --denoised go with --noisy, not --pairs")
         pairs = evaluate.load_pairs(args.pairs)
 
-    methods = evaluate.our_methods(strengths_db=args.strengths_db)
+    methods = evaluate.our_methods(strengths_db=args.strengths_db, model_path=args.model)
     if not args.no_peers:
         methods += evaluate.peer_methods()
 
