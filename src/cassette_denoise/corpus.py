@@ -19,6 +19,7 @@ renders identically whether the run is fresh or resumed, and whichever other pie
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -28,6 +29,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -51,6 +53,7 @@ Split = Literal["train", "validation", "test"]
 SplitRequest = Literal["train", "test", "all"]
 
 MANIFEST_NAME = "manifest.json"
+LOCK_NAME = ".build.lock"
 MANIFEST_VERSION = 1
 VALIDATION_PERCENT = 5
 
@@ -60,12 +63,14 @@ FLUIDSYNTH_APT_PACKAGES = "fluidsynth fluid-soundfont-gm"
 # set afterwards by peak normalisation, and rendering to float WAV means nothing clips on the way.
 FLUIDSYNTH_GAIN = 0.5
 FLUIDSYNTH_TIMEOUT_S = 600
+# Notes still sounding at the cut play to their end and reverb rings on; a render this far past the cut is stuck.
+RENDER_OVERRUN_S = 60.0
 
 CHORALE_SOURCE = "music21-bach-chorales"
 USER_SOURCE = "user"
-# Multi-part works in music21's corpus, none by a Bach (C. P. E. Bach is left out too, so that "no
-# Bach in test" needs no footnote). Single-line folk collections are left out: the test music should
-# be ensemble music like the training chorales.
+# music21 corpus folders with multi-part works (composers, and the trecento collection), none by a Bach:
+# C. P. E. Bach is left out too, so that "no Bach in test" needs no footnote. Single-line folk collections
+# are left out: the test music should be ensemble music like the training chorales.
 TEST_COMPOSERS = (
     "mozart", "beethoven", "haydn", "schubert", "joplin", "handel", "verdi", "weber", "corelli",
     "monteverdi", "palestrina", "schoenberg", "luca", "trecento", "lusitano",
@@ -95,7 +100,7 @@ DEFAULT_MAX_FILE_S = 150.0
 
 
 class CorpusError(Exception):
-    """The corpus cannot be built or read at all (missing tool, sound font, package or manifest)."""
+    """A setup problem (no FluidSynth, sound font, music21, folder or manifest) or a failed FluidSynth render."""
 
 
 @dataclass(frozen=True)
@@ -203,7 +208,10 @@ def is_validation(source: str, name: str) -> bool:
 
 
 def chorale_pieces() -> list[Piece]:
-    """Bach's four-part chorales in music21's corpus (Riemenschneider order)."""
+    """Bach's four-part chorales in music21's corpus, by Riemenschneider number.
+
+    The catalogue lists 21 chorales under two numbers each; they appear twice here.
+    """
     corpus = _music21().corpus
     names = corpus.chorales.Iterator(returnType="filename")
     return [Piece(CHORALE_SOURCE, _slug(name.split("/", 1)[-1]), name) for name in names]
@@ -238,7 +246,7 @@ def test_pieces() -> dict[str, list[Piece]]:
     return by_composer
 
 
-def soundtrack_pieces(soundtracks: Sequence[Soundtrack] = SOUNDTRACKS) -> tuple[list[Piece], list[SkippedInput]]:
+def soundtrack_pieces(soundtracks: Sequence[Soundtrack]) -> tuple[list[Piece], list[SkippedInput]]:
     """The audio files of the installed soundtrack packages, each distinct content once.
 
     Returns:
@@ -322,15 +330,22 @@ def render_score(
         raise ValueError("the score holds no notes")
     params = sample_render_params(rng, voices=min(len(tracks), len(MELODIC_CHANNELS)))
     midi_bytes = _apply_render_params(midi_file, tracks, params, max_duration_s=max_duration_s)
-    audio = render_midi(midi_bytes, soundfont=soundfont)
+    audio = render_midi(midi_bytes, soundfont=soundfont, max_duration_s=max_duration_s + RENDER_OVERRUN_S)
     audio = _cut_with_fade(trim_silence(audio), max_samples=int(max_duration_s * MODEL_SAMPLE_RATE))
     return normalise_peak(audio, peak_dbfs=params.peak_dbfs), params
 
 
 def render_midi(
-    midi_bytes: bytes, *, soundfont: str | os.PathLike = DEFAULT_SOUNDFONT, gain: float = FLUIDSYNTH_GAIN
+    midi_bytes: bytes,
+    *,
+    soundfont: str | os.PathLike = DEFAULT_SOUNDFONT,
+    gain: float = FLUIDSYNTH_GAIN,
+    max_duration_s: float = DEFAULT_MAX_FILE_S + RENDER_OVERRUN_S,
 ) -> np.ndarray:
     """Render a standard MIDI file with the ``fluidsynth`` program.
+
+    FluidSynth keeps rendering while any note sounds, so a note left on renders for ever; the render is
+    stopped, and fails, once it grows past ``max_duration_s``.
 
     Returns:
         float32 ``(2, samples)`` at :data:`MODEL_SAMPLE_RATE`.
@@ -338,22 +353,34 @@ def render_midi(
     program = find_fluidsynth()
     soundfont = check_soundfont(soundfont)
     with tempfile.TemporaryDirectory(prefix="cassette-denoise-render-") as folder:
-        midi_path, wav_path = Path(folder) / "piece.mid", Path(folder) / "piece.wav"
+        midi_path, wav_path, log_path = (Path(folder) / name for name in ("in.mid", "out.wav", "fluidsynth.log"))
         midi_path.write_bytes(midi_bytes)
         # Float WAV so that no voice clips before the peak is normalised. Chorus off (-C 0): FluidSynth's
         # stereo chorus comes out largely in antiphase (left/right correlation -0.8 to -0.9 on FluidR3's
-        # synth pads, strings and brass): music that cancels when summed to mono, as real recordings seldom do.
+        # synth pads, strings and brass): music that cancels when summed to mono, which real recordings rarely do.
         command = [
             program, "-ni", "-C", "0", "-F", str(wav_path), "-T", "wav", "-O", "float",
             "-r", str(MODEL_SAMPLE_RATE), "-g", f"{gain:g}", str(soundfont), str(midi_path),
         ]
-        try:
-            result = subprocess.run(command, capture_output=True, text=True, timeout=FLUIDSYNTH_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            raise CorpusError(f"fluidsynth did not finish within {FLUIDSYNTH_TIMEOUT_S} s") from None
-        if result.returncode != 0 or not wav_path.exists():
-            detail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
-            raise CorpusError(f"fluidsynth failed (exit {result.returncode}): {detail[0]}")
+        max_bytes = int(max_duration_s * MODEL_SAMPLE_RATE) * 2 * 4 + 4096  # stereo float32 plus header
+        deadline = time.monotonic() + FLUIDSYNTH_TIMEOUT_S
+        with open(log_path, "w") as log_file:
+            # Output to a file, not a pipe: a pipe nobody reads while polling can fill and stall FluidSynth.
+            process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
+            try:
+                while process.poll() is None:
+                    if wav_path.exists() and wav_path.stat().st_size > max_bytes:
+                        raise CorpusError(f"fluidsynth rendered more than {max_duration_s:.0f} s; a note never ends")
+                    if time.monotonic() > deadline:
+                        raise CorpusError(f"fluidsynth did not finish within {FLUIDSYNTH_TIMEOUT_S} s")
+                    time.sleep(0.05)
+            finally:
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+        if process.returncode != 0 or not wav_path.exists():
+            detail = log_path.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
+            raise CorpusError(f"fluidsynth failed (exit {process.returncode}): {detail[0]}")
         audio, sample_rate = read_audio(wav_path)
     return _to_stereo(resample(audio, sample_rate, MODEL_SAMPLE_RATE))
 
@@ -407,13 +434,14 @@ def _apply_render_params(midi_file, tracks, params: RenderParams, *, max_duratio
     # Two seconds after the last event so that FluidSynth renders the release and reverb tails.
     tail_ticks = _tick_at_seconds(2.0, [(0, tempo_map[-1][1])], ticks_per_quarter)
 
-    replaced = {midi.ChannelVoiceMessages.PROGRAM_CHANGE}
     for index, track in enumerate(tracks):
         voice = index % len(MELODIC_CHANNELS)
         channel = MELODIC_CHANNELS[voice]
         kept = []
         for tick, event in _timed_events(track):
-            if event.type in replaced or _is_controller(event, 10) or event.type == midi.MetaEvents.END_OF_TRACK:
+            if event.type in (midi.ChannelVoiceMessages.PROGRAM_CHANGE, midi.MetaEvents.END_OF_TRACK):
+                continue  # replaced below
+            if _is_controller(event, 10):
                 continue
             if tick > cut_tick and not _is_note_off(event):
                 continue
@@ -422,6 +450,7 @@ def _apply_render_params(midi_file, tracks, params: RenderParams, *, max_duratio
                 if event.type in (midi.ChannelVoiceMessages.NOTE_ON, midi.ChannelVoiceMessages.NOTE_OFF):
                     event.pitch = int(np.clip(event.pitch + params.transpose_semitones, 0, 127))
             kept.append((tick, event))
+        kept = _pair_notes(kept)
         program = midi.MidiEvent(track, type=midi.ChannelVoiceMessages.PROGRAM_CHANGE, channel=channel)
         program.data = params.programs[voice]
         pan = midi.MidiEvent(track, type=midi.ChannelVoiceMessages.CONTROLLER_CHANGE, channel=channel)
@@ -436,6 +465,40 @@ def _apply_render_params(midi_file, tracks, params: RenderParams, *, max_duratio
         end.data = b""
         _set_timed_events(track, [*kept, (last_tick + tail_ticks, end)])
     return midi_file.writestr()
+
+
+def _pair_notes(timed: list[tuple[int, object]]) -> list[tuple[int, object]]:
+    """Drop zero-length notes and end notes left on, so that every note-on has its note-off.
+
+    music21 writes a grace note as a note-on and note-off at the same tick, note-off first; that note
+    would never end, and FluidSynth renders until every note has ended. An unmatched note-off at a tick
+    is therefore taken as the end of a zero-length note, whose note-on at the same tick is dropped too.
+    """
+    midi = _music21().midi
+    active: dict[tuple[int, int], int] = defaultdict(int)
+    orphan_offs: dict[tuple[int, int, int], int] = defaultdict(int)
+    paired = []
+    for tick, event in timed:
+        if event.type in (midi.ChannelVoiceMessages.NOTE_ON, midi.ChannelVoiceMessages.NOTE_OFF):
+            key = (event.channel, event.pitch)
+            if _is_note_off(event):
+                if active[key] == 0:
+                    orphan_offs[(tick, *key)] += 1
+                    continue
+                active[key] -= 1
+            elif orphan_offs[(tick, *key)]:
+                orphan_offs[(tick, *key)] -= 1
+                continue
+            else:
+                active[key] += 1
+        paired.append((tick, event))
+    last_tick = max((tick for tick, _ in paired), default=0)
+    for (channel, pitch), count in active.items():
+        for _ in range(count):
+            off = midi.MidiEvent(type=midi.ChannelVoiceMessages.NOTE_OFF, channel=channel)
+            off.pitch, off.velocity = pitch, 0
+            paired.append((last_tick, off))
+    return paired
 
 
 def _timed_events(track) -> list[tuple[int, object]]:
@@ -546,7 +609,7 @@ def build_corpus(
     progress: Callable[[str], None] | None = None,
     max_test_music21: int | None = None,
     max_file_s: float = DEFAULT_MAX_FILE_S,
-    soundtracks: Sequence[Soundtrack] = SOUNDTRACKS,
+    soundtracks: Sequence[Soundtrack] | None = None,
 ) -> CorpusManifest:
     """Render and decode clean music into ``out_dir`` (resumable: finished files are kept).
 
@@ -558,7 +621,8 @@ def build_corpus(
             ``None`` means ``max_music21``.
         max_file_s: longer music21 pieces keep their opening this long; longer audio files are cut into
             equal parts no longer than this.
-        soundtracks: the Debian soundtrack packages to decode; those not installed are skipped.
+        soundtracks: the soundtrack folders to decode (default :data:`SOUNDTRACKS`, the Debian packages);
+            those not installed are skipped with a warning.
         progress: called with one line per finished, reused or skipped piece.
 
     Raises:
@@ -579,20 +643,25 @@ def build_corpus(
         find_fluidsynth()
         check_soundfont(soundfont)
 
-    builder = _Builder(Path(out_dir), seed=seed, soundfont=Path(soundfont), max_file_s=max_file_s,
-                       progress=progress or (lambda line: None))
-    if split in ("train", "all"):
-        pieces, skipped = soundtrack_pieces(soundtracks)
-        builder.skipped.extend(skipped)
-        if user_dir is not None:
-            pieces += user_pieces(user_dir)
-        for number, piece in enumerate(pieces, 1):
-            builder.add_file(piece, f"{number}/{len(pieces)}")
-        builder.add_music21(_permuted(chorale_pieces(), seed, "chorales"), chorale_count)
-    if split in ("test", "all"):
-        by_composer = {c: _permuted(p, seed, f"test/{c}") for c, p in test_pieces().items()}
-        builder.add_music21(_round_robin(by_composer.values()), test_count)
-    return builder.result()
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    with _exclusive_lock(Path(out_dir) / LOCK_NAME):
+        builder = _Builder(Path(out_dir), seed=seed, soundfont=Path(soundfont), max_file_s=max_file_s,
+                           progress=progress or (lambda line: None))
+        if split in ("train", "all"):
+            pieces, skipped = soundtrack_pieces(SOUNDTRACKS if soundtracks is None else soundtracks)
+            builder.skipped.extend(skipped)
+            if user_dir is not None:
+                pieces += user_pieces(user_dir)
+            for number, piece in enumerate(pieces, 1):
+                builder.add_file(piece, f"{number}/{len(pieces)}")
+            # The whole catalogue is shuffled and repeats dropped afterwards, so a seed's order of chorales is
+            # that of the catalogue's numbers (and the same as in corpora built before repeats were dropped).
+            chorales = _distinct(_permuted(chorale_pieces(), seed, "chorales"))
+            builder.add_music21([chorales], chorale_count)
+        if split in ("test", "all"):
+            by_composer = {c: _permuted(p, seed, f"test/{c}") for c, p in test_pieces().items()}
+            builder.add_music21(list(by_composer.values()), test_count)
+        return builder.result()
 
 
 def load_manifest(out_dir: str | os.PathLike) -> list[CorpusEntry]:
@@ -643,6 +712,7 @@ def save_manifest(out_dir: str | os.PathLike, entries: Iterable[CorpusEntry]) ->
     path = out_dir / MANIFEST_NAME
     handle, temporary = tempfile.mkstemp(prefix=f".{MANIFEST_NAME}.", suffix=".partial", dir=out_dir)
     try:
+        os.chmod(temporary, 0o644)  # mkstemp makes it private; the manifest is as readable as the audio
         with os.fdopen(handle, "w") as stream:
             json.dump(document, stream, indent=1)
             stream.write("\n")
@@ -710,31 +780,43 @@ class _Builder:
         self.files_written += len(new)
         save_manifest(self.out_dir, self.entries.values())
 
-    def add_music21(self, candidates: Iterable[Piece], count: int) -> None:
-        """Render candidates in order until ``count`` of them are in the corpus."""
+    def add_music21(self, groups: Sequence[Sequence[Piece]], count: int) -> None:
+        """Put ``count`` pieces into the corpus, taking one from each group in turn.
+
+        A piece that fails is replaced by the next one of its group, so that a short test set still
+        spans every composer.
+        """
+        queues = [iter(group) for group in groups]
         finished = 0
-        for piece in candidates:
-            if finished >= count:
-                return
-            counter = f"[{piece.source} {finished + 1}/{count}]"
-            if done := self._done(piece):
-                finished += 1
-                self.progress(f"{counter} {piece.key}: already present ({done[0].duration_s:.1f} s)")
-                continue
-            split = split_for(piece.source, piece.name)
-            try:
-                entry = self._render(piece, split)
-            except (ValueError, AudioError) as error:
-                self._skip(piece, str(error), counter)
-                continue
-            except Exception as error:  # music21 raises many types on scores it cannot read
-                self._skip(piece, f"{type(error).__name__}: {error}", counter)
-                continue
-            self._record([entry])
-            finished += 1
-            self.progress(f"{counter} {piece.key}: rendered {entry.duration_s:.1f} s -> {split}")
+        while queues and finished < count:
+            for queue in list(queues):
+                if finished >= count:
+                    break
+                # any() stops at the first piece that makes it in and leaves the group's rest for later turns.
+                if any(self._add_piece(piece, f"[{piece.source} {finished + 1}/{count}]") for piece in queue):
+                    finished += 1
+                else:
+                    queues.remove(queue)  # this group is used up
         if finished < count:
             log.warning("only %d of %d music21 pieces could be rendered", finished, count)
+
+    def _add_piece(self, piece: Piece, counter: str) -> bool:
+        """Render one music21 piece unless present; whether it is in the corpus afterwards."""
+        if done := self._done(piece):
+            self.progress(f"{counter} {piece.key}: already present ({done[0].duration_s:.1f} s)")
+            return True
+        split = split_for(piece.source, piece.name)
+        try:
+            entry = self._render(piece, split)
+        except (ValueError, AudioError) as error:
+            self._skip(piece, str(error), counter)
+            return False
+        except Exception as error:  # music21 raises many types on scores it cannot read
+            self._skip(piece, f"{type(error).__name__}: {error}", counter)
+            return False
+        self._record([entry])
+        self.progress(f"{counter} {piece.key}: rendered {entry.duration_s:.1f} s -> {split}")
+        return True
 
     def _render(self, piece: Piece, split: Split) -> CorpusEntry:
         corpus = _music21().corpus
@@ -814,11 +896,31 @@ def _permuted(pieces: Sequence[Piece], seed: int, purpose: str) -> list[Piece]:
     return [pieces[i] for i in rng.permutation(len(pieces))]
 
 
-def _round_robin(groups: Iterable[Sequence[Piece]]) -> list[Piece]:
-    """One piece from each group in turn, so a short test set still spans every composer."""
-    groups = [list(group) for group in groups]
-    longest = max((len(group) for group in groups), default=0)
-    return [group[i] for i in range(longest) for group in groups if i < len(group)]
+@contextlib.contextmanager
+def _exclusive_lock(path: Path):
+    """Hold an advisory lock on ``path``: two builds into one folder would overwrite each other's manifest."""
+    try:
+        import fcntl
+    except ImportError:  # not on Windows; one build at a time is then up to the user
+        yield
+        return
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CorpusError(f"{path.parent}: another corpus build is writing there") from None
+        yield
+
+
+def _distinct(pieces: Iterable[Piece]) -> list[Piece]:
+    """Pieces in order, each only at its first appearance."""
+    seen: set[str] = set()
+    distinct = []
+    for piece in pieces:
+        if piece.key not in seen:
+            seen.add(piece.key)
+            distinct.append(piece)
+    return distinct
 
 
 def _file_pieces(source: str, folder: Path, files: Sequence[Path], *, stem_only: bool) -> list[Piece]:

@@ -15,6 +15,7 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--config", required=True, help="TOML file with TrainConfig settings (see configs/)")
     parser.add_argument("--resume", action="store_true", help="continue from RUN_DIR/latest if present")
+    parser.add_argument("--corpus-dir", help="override corpus_dir from the config")
     parser.add_argument("--run-dir", help="override run_dir from the config")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override device from the config")
     parser.add_argument("--max-steps", type=int, help="override max_steps")
@@ -25,7 +26,7 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from cassette_denoise.train import TrainConfig, train
 
-    config = TrainConfig.from_toml(args.config, run_dir=args.run_dir, device=args.device,
+    config = TrainConfig.from_toml(args.config, corpus_dir=args.corpus_dir, run_dir=args.run_dir, device=args.device,
                                    max_steps=args.max_steps, max_minutes=args.max_minutes)
 
     def report(step: int, row: dict) -> None:
