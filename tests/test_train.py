@@ -86,7 +86,8 @@ def tiny_config(corpus: Path, run_dir: Path, **overrides) -> TrainConfig:
 def test_training_writes_checkpoints_log_and_curve_and_resumes(corpus, tmp_path):
     state = train(tiny_config(corpus, tmp_path / "run"))
     assert state["step"] == 4
-    for name in ("best.safetensors", "best.json", "latest.safetensors", "latest.optimizer.safetensors", "log.csv", "curve.png"):
+    for name in ("best.safetensors", "best.json", "latest.safetensors", "latest.optimizer.safetensors", "log.csv",
+                 "curve.png", "sources.json"):
         assert (tmp_path / "run" / name).exists(), name
     sidecar = json.loads((tmp_path / "run" / "best.json").read_text())
     assert sidecar["training"]["config"]["base_width"] == 2 and "validation" in sidecar

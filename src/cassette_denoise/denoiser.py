@@ -288,8 +288,13 @@ class _MaskStream:
         magnitude = torch.nn.functional.pad(spectra.abs(), (0, TILE_FRAMES - width))
         features = spectral.to_features(magnitude).unsqueeze(1)
         with torch.inference_mode():
-            mask = self.model(features.to(self.device, memory_format=torch.channels_last))
-        mask = mask.squeeze(1).float().cpu()[..., :width]
+            # One channel at a time on the CPU: the same speed as a batch, half the activation memory.
+            step = self.channels if self.device.type == "cuda" else 1
+            mask = torch.cat([
+                self.model(features[first: first + step].to(self.device, memory_format=torch.channels_last)).cpu()
+                for first in range(0, self.channels, step)
+            ])
+        mask = mask.squeeze(1).float()[..., :width]
         weights = self.crossfade[:width]
         self._mask_sum[..., start: start + width] += mask * weights
         self._weight_sum[start: start + width] += weights

@@ -43,4 +43,20 @@ def output_log_l1(mask: torch.Tensor, noisy: torch.Tensor, target: torch.Tensor)
     return log_term + linear_term
 
 
-LOSSES = {"mask_mae": mask_mae, "output_log_l1": output_log_l1}
+def compressed_mse(mask: torch.Tensor, noisy: torch.Tensor, target: torch.Tensor, *, power: float = 0.3) -> torch.Tensor:
+    """MSE between power-law-compressed magnitudes (``|·|^0.3``) of the masked output and the target.
+
+    Compression sits between linear magnitude (which only sees the loudest bins, like SI-SDR) and
+    dB (which treats an inaudible bin like a loud one): a bin 60 dB down still weighs 1/8 of a
+    full-scale one. It is scale-sensitive, so a global gain error costs. Normalised per example by
+    the target's compressed energy, so quiet pieces count as much as loud ones.
+    """
+    def compress(magnitude):
+        return (magnitude / spectral.FULL_SCALE_MAGNITUDE + 1e-5) ** power
+
+    error = (compress(mask * noisy) - compress(target)) ** 2
+    energy = compress(target).pow(2).sum(dim=(1, 2, 3)).clamp(min=1e-8)
+    return (error.sum(dim=(1, 2, 3)) / energy).mean()
+
+
+LOSSES = {"mask_mae": mask_mae, "output_log_l1": output_log_l1, "compressed_mse": compressed_mse}

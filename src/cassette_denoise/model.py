@@ -39,9 +39,9 @@ class UNetConfig:
 def _double_conv(channels_in: int, channels_out: int, negative_slope: float) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(channels_in, channels_out, 3, padding=1),
-        nn.LeakyReLU(negative_slope),
+        nn.LeakyReLU(negative_slope, inplace=True),  # in place: one full-resolution copy less per layer
         nn.Conv2d(channels_out, channels_out, 3, padding=1),
-        nn.LeakyReLU(negative_slope),
+        nn.LeakyReLU(negative_slope, inplace=True),
     )
 
 
@@ -72,7 +72,7 @@ class UNet(nn.Module):
                 nn.Upsample(scale_factor=2, mode="nearest"),
                 nn.ZeroPad2d((0, 1, 0, 1)),  # "same" padding for an even kernel, on the far side as in Keras
                 nn.Conv2d(width * 2, width, 2),
-                nn.LeakyReLU(slope),
+                nn.LeakyReLU(slope, inplace=True),
             ))
             self.merge.append(_double_conv(width * 2, width, slope))
         self.head = nn.Conv2d(widths[0], 1, 1)

@@ -197,6 +197,13 @@ def train(config: TrainConfig, *, resume: bool = False, progress=None) -> dict:
     val_noisy, val_target = fixed_examples(validation_sources, config=validation_pairs, seed=10_000 + config.seed,
                                            count=config.validation_examples, noises=noises)
 
+    if distributed.is_main:
+        # The exact music this run learns from, for the model card.
+        (run_dir / "sources.json").write_text(json.dumps({
+            "train": [str(source.path) for source in train_sources],
+            "validation": [str(source.path) for source in validation_sources],
+        }, indent=1))
+
     model = UNet(UNetConfig(base_width=config.base_width)).to(device, memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     state = {"step": 0, "best_val_si_sdr_db": -math.inf, "stale_validations": 0, "elapsed_s": 0.0}

@@ -24,7 +24,8 @@ class CommandError(Exception):
     """A problem the user can fix; printed as one line, exit code 2."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(*, only: str | None = None) -> argparse.ArgumentParser:
+    """The full parser, or with ``only`` just that command's (its module may import heavy libraries)."""
     parser = argparse.ArgumentParser(
         prog="cassette-denoise",
         description="Remove compact-cassette hiss, hum and rumble from digitised tapes.",
@@ -33,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="show debug logs and full tracebacks")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
+        if only is not None and name != only:
+            continue
         try:
             module = importlib.import_module(f"cassette_denoise.cli.{name}")
         except ModuleNotFoundError as error:
@@ -44,7 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    # Import only the command being run: scipy, matplotlib and friends cost ~100 MB of memory that
+    # `denoise` does not need.
+    first = next((arg for arg in argv if not arg.startswith("-")), "").replace("-", "_")
+    parser = build_parser(only=first if first in COMMAND_MODULES else None)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
