@@ -14,7 +14,7 @@ import torch
 
 from cassette_denoise import spectral
 from cassette_denoise.data import PairConfig, fixed_examples, scan_sources
-from cassette_denoise.losses import LOSSES, mask_mae, output_log_l1
+from cassette_denoise.losses import LOSSES, compressed_plus_linear, mask_mae, output_log_l1
 from cassette_denoise.model import UNet, UNetConfig, parameter_count
 from cassette_denoise.train import TrainConfig, spectra_batch, train
 
@@ -52,10 +52,11 @@ def test_losses_are_zero_for_a_perfect_mask_and_positive_otherwise():
     noisy = torch.rand(2, 1, 512, 32) + 0.5
     target = noisy * 0.5
     assert mask_mae(torch.full_like(noisy, 0.5), noisy, target) < 1e-6
-    assert output_log_l1(torch.full_like(noisy, 0.5), noisy, target) < 1e-5
-    assert output_log_l1(torch.ones_like(noisy), noisy, target) > 0.1
-    # The output loss is scale-sensitive: a global gain error is penalised.
-    assert output_log_l1(torch.full_like(noisy, 0.45), noisy, target) > 0.01
+    for output_loss in (output_log_l1, compressed_plus_linear):
+        assert output_loss(torch.full_like(noisy, 0.5), noisy, target) < 1e-5
+        assert output_loss(torch.ones_like(noisy), noisy, target) > 0.1
+        # Output losses are scale-sensitive: a global gain error is penalised.
+        assert output_loss(torch.full_like(noisy, 0.45), noisy, target) > 0.01
 
 
 @pytest.mark.parametrize("loss_name", sorted(LOSSES))

@@ -38,9 +38,16 @@ def output_log_l1(mask: torch.Tensor, noisy: torch.Tensor, target: torch.Tensor)
     log_error = (20 * torch.log10(output + LOG_EPSILON) - 20 * torch.log10(target + LOG_EPSILON)).abs()
     weights = frequency_weights(mask.shape[-2], device=mask.device)
     log_term = (log_error * weights).mean() / weights.mean() / 20  # in units of 20 dB
+    return log_term + linear_relative_l1(mask, noisy, target)
+
+
+def linear_relative_l1(mask: torch.Tensor, noisy: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """L1 on linear magnitudes relative to each example's mean target magnitude.
+
+    Dominated by the loudest bins, where music lives: it holds them at unity gain.
+    """
     scale = target.mean(dim=(1, 2, 3), keepdim=True).clamp(min=LOG_EPSILON)
-    linear_term = ((output - target).abs() / scale).mean()
-    return log_term + linear_term
+    return ((mask * noisy - target).abs() / scale).mean()
 
 
 def compressed_mse(mask: torch.Tensor, noisy: torch.Tensor, target: torch.Tensor, *, power: float = 0.3) -> torch.Tensor:
@@ -59,4 +66,19 @@ def compressed_mse(mask: torch.Tensor, noisy: torch.Tensor, target: torch.Tensor
     return (error.sum(dim=(1, 2, 3)) / energy).mean()
 
 
-LOSSES = {"mask_mae": mask_mae, "output_log_l1": output_log_l1, "compressed_mse": compressed_mse}
+def compressed_plus_linear(mask: torch.Tensor, noisy: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """:func:`compressed_mse` to take hiss out of quiet bins + :func:`linear_relative_l1` to keep the music's level.
+
+    Alone, the compressed MSE shrinks uncertain bins and let a −0.6 dB gain slip into the music
+    (measured: SI-SDR 34.4 dB, segSNR 24.5 dB on the real excerpt, below the untouched input).
+    """
+    return compressed_mse(mask, noisy, target) + linear_relative_l1(mask, noisy, target)
+
+
+# compressed_mse alone is a building block, not a choice: from pass-through it learns slowly and, once
+# trained, lowers the music's level (see docs/MODEL_CARD.md).
+LOSSES = {
+    "mask_mae": mask_mae,
+    "output_log_l1": output_log_l1,
+    "compressed_plus_linear": compressed_plus_linear,
+}
