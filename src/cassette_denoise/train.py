@@ -171,6 +171,9 @@ class _Distributed:
 
     def close(self) -> None:
         if self.world_size > 1:
+            # Let every rank finish its last collective before any tears the group down: a gloo peer
+            # that vanishes mid-operation aborts the other process.
+            dist.barrier()
             dist.destroy_process_group()
 
 
