@@ -227,6 +227,7 @@ class _MaskStream:
         self._spectra = torch.zeros(channels, spectral.BINS, 0, dtype=torch.complex64)  # from frame _spec_start
         self._mask_sum = torch.zeros(channels, spectral.BINS, 0)
         self._weight_sum = torch.zeros(0)
+        self._recent = torch.zeros(channels, spectral.BINS, 0)  # magnitudes of the last TILE_FRAMES frames
         self._spec_start = 0
         self._next_tile = 0
         self._out_sum = torch.zeros(channels, 0)  # overlap-add of final frames, from padded sample _out_start
@@ -252,9 +253,9 @@ class _MaskStream:
         if shortfall > 0:
             self._audio = torch.nn.functional.pad(self._audio, (0, shortfall))
         self._compute_frames()
-        while self._next_tile * self.tile_hop < frames_needed:
-            self._run_tile(self._next_tile)
-            self._next_tile += 1
+        self._run_tiles(available_frames=frames_needed)
+        if self._next_tile * self.tile_hop < frames_needed:
+            self._run_end_tile(frames_needed)
         return self._synthesise(frames_needed, limit_samples=self._samples_in)
 
     def _compute_frames(self) -> None:
@@ -266,6 +267,7 @@ class _MaskStream:
         segment = self._audio[:, offset: offset + (usable - first - 1) * spectral.HOP + spectral.N_FFT]
         new = spectral.stft(segment)
         self._spectra = torch.cat([self._spectra, new], dim=-1)
+        self._recent = torch.cat([self._recent, new.abs()], dim=-1)[..., -TILE_FRAMES:]
         self._mask_sum = torch.nn.functional.pad(self._mask_sum, (0, new.shape[-1]))
         self._weight_sum = torch.nn.functional.pad(self._weight_sum, (0, new.shape[-1]))
         # Keep only the audio that later frames still need.
@@ -281,10 +283,22 @@ class _MaskStream:
         return self._next_tile * self.tile_hop
 
     def _run_tile(self, tile: int) -> None:
-        start = tile * self.tile_hop - self._spec_start
-        spectra = self._spectra[..., start: start + TILE_FRAMES]
-        width = spectra.shape[-1]
-        magnitude = _fill_tile(spectra.abs())
+        start = tile * self.tile_hop
+        offset = start - self._spec_start
+        self._accumulate(start, self._mask(self._spectra[..., offset: offset + TILE_FRAMES].abs()))
+
+    def _run_end_tile(self, frames_needed: int) -> None:
+        """The last tile ends exactly at the last frame, so the model sees only real audio.
+
+        (A regular tile there would be mostly padding, and the model answers padding by letting the
+        hiss before it through.) Only files shorter than one tile are filled, by mirroring.
+        """
+        magnitude = self._recent[..., -TILE_FRAMES:]
+        start = frames_needed - magnitude.shape[-1]
+        self._accumulate(start, self._mask(_fill_tile(magnitude))[..., : magnitude.shape[-1]])
+
+    def _mask(self, magnitude: torch.Tensor) -> torch.Tensor:
+        """Model mask for a full tile of magnitudes ``(channels, BINS, TILE_FRAMES)``."""
         features = spectral.to_features(magnitude).unsqueeze(1)
         with torch.inference_mode():
             # One channel at a time on the CPU: the same speed as a batch, half the activation memory.
@@ -293,10 +307,16 @@ class _MaskStream:
                 self.model(features[first: first + step].to(self.device, memory_format=torch.channels_last)).cpu()
                 for first in range(0, self.channels, step)
             ])
-        mask = mask.squeeze(1).float()[..., :width]
-        weights = self.crossfade[:width]
-        self._mask_sum[..., start: start + width] += mask * weights
-        self._weight_sum[start: start + width] += weights
+        return mask.squeeze(1).float()
+
+    def _accumulate(self, start: int, mask: torch.Tensor) -> None:
+        """Add a tile's cross-fade-weighted mask for the frames from ``start`` that are not final yet."""
+        skip = max(0, self._spec_start - start)
+        width = min(mask.shape[-1], TILE_FRAMES, self._frames_computed - start)
+        weights = self.crossfade[skip:width]
+        first = start + skip - self._spec_start
+        self._mask_sum[..., first: first + width - skip] += mask[..., skip:width] * weights
+        self._weight_sum[first: first + width - skip] += weights
 
     def _synthesise(self, final_frames: int, *, limit_samples: int | None) -> np.ndarray:
         """Overlap-add the newly final frames and return the signal samples that became final."""
@@ -331,11 +351,10 @@ class _MaskStream:
 
 
 def _fill_tile(magnitude: torch.Tensor) -> torch.Tensor:
-    """Extend a short last tile ``(channels, BINS, frames)`` to ``TILE_FRAMES`` by mirroring it in time.
+    """Extend a file shorter than one tile, ``(channels, BINS, frames)``, to ``TILE_FRAMES`` by mirroring it in time.
 
-    Silent padding would put an artificial cliff into the model's context, and the model answers a
-    cliff by letting the hiss before it through (seen on the last 0.7 s of the real excerpt). The
-    masks of the filled frames are discarded.
+    Mirrored music is a more natural context for the model than a cliff into silence; the masks of
+    the filled frames are discarded.
     """
     while magnitude.shape[-1] < TILE_FRAMES:
         magnitude = torch.cat([magnitude, magnitude.flip(-1)], dim=-1)
