@@ -74,6 +74,8 @@ def bad_inputs(tmp_path: Path) -> dict[str, Path]:
     sf.write(zero, np.zeros((0, 2)), 44100)
     truncated = write(tmp_path / "truncated.flac", 3.0)
     truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])
+    cut_wav = write(tmp_path / "cut.wav", 3.0)
+    cut_wav.write_bytes(cut_wav.read_bytes()[:100_000])  # a WAV whose data chunk was cut off
     nan = tmp_path / "nan.wav"
     sf.write(nan, np.full((1000, 1), np.nan, dtype=np.float32), 44100, subtype="FLOAT")
     unsupported = tmp_path / "text.wav"
@@ -82,7 +84,7 @@ def bad_inputs(tmp_path: Path) -> dict[str, Path]:
     empty_file = tmp_path / "empty.flac"
     empty_file.write_bytes(b"")
     return {"missing": tmp_path / "missing.wav", "folder without audio": empty_folder, "zero frames": zero,
-            "truncated": truncated, "NaN": nan, "unsupported": unsupported, "4 kHz": low_rate, "empty file": empty_file}
+            "truncated": truncated, "truncated WAV": cut_wav, "NaN": nan, "unsupported": unsupported, "4 kHz": low_rate, "empty file": empty_file}
 
 
 def test_each_bad_input_gives_one_line_and_exit_1(tmp_path, tiny_checkpoint, capsys):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,9 +60,11 @@ def probe(path: str | os.PathLike) -> AudioInfo:
     if path.is_dir():
         raise AudioError(f"{path}: is a folder, not an audio file")
     try:
-        info = sf.info(str(path))
+        info = sf.info(str(path), verbose=True)
     except (sf.LibsndfileError, RuntimeError, TypeError) as error:
         raise AudioError(f"{path}: not a readable audio file ({_short(error)})") from None
+    if (missing := _missing_data_bytes(info.extra_info)) is not None:
+        raise AudioError(f"{path}: truncated file ({missing} bytes of audio data missing)")
     if not MIN_SAMPLE_RATE <= info.samplerate <= MAX_SAMPLE_RATE:
         raise AudioError(
             f"{path}: sample rate {info.samplerate} Hz is outside {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz"
@@ -279,6 +282,22 @@ def find_audio_files(folder: str | os.PathLike) -> list[Path]:
         if path.is_file() and path.suffix.lower() in AUDIO_SUFFIXES
         and not any(part.startswith(".") for part in path.relative_to(folder).parts)
     )
+
+
+def _missing_data_bytes(header_log: str) -> int | None:
+    """Bytes missing from a data chunk, read from libsndfile's header log; ``None`` if complete.
+
+    libsndfile reads a truncated WAV/AIFF without complaint, giving only the frames that are there;
+    its log says ``data : <declared> (should be <present>)``. Streaming writers leave 0 or 0xFFFFFFFF
+    as the declared size, which is not truncation.
+    """
+    match = re.search(r"^\s*(?:data|SSND)\s*:\s*(\d+)\s*\(should be (\d+)\)", header_log, re.MULTILINE)
+    if not match:
+        return None
+    declared, present = int(match.group(1)), int(match.group(2))
+    if declared in (0, 0xFFFFFFFF) or declared <= present:
+        return None
+    return declared - present
 
 
 def _format_for_suffix(path: Path) -> str:
