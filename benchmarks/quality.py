@@ -12,7 +12,7 @@ mean over excerpts of SI-SDR and of its improvement over the input, LSD, LSDf80 
 scored with :func:`cassette_denoise.evaluate.evaluate_pair` for the input, our model, the peers and the
 earlier project's output file. Skipped when the folder is absent.
 
-    python benchmarks/quality.py                                   # bundled model, corpus at /work/data/corpus
+    python benchmarks/quality.py                                   # bundled model, corpus at data/corpus
     python benchmarks/quality.py --model runs/w8/best.safetensors --extra-model seed-width=runs/w16/best.safetensors
 """
 
@@ -30,7 +30,7 @@ import numpy as np
 
 import _common
 
-DEFAULT_CORPUS = Path("/work/data/corpus")
+DEFAULT_CORPUS = Path("data/corpus")  # as built by the README's corpus command
 SEED_CASSETTE_DIR = _common.SHARED_DIR / "data" / "seed-cassette"
 DEFAULT_SNRS_DB = (0.0, 10.0, 20.0, 30.0)
 #: Clean audio simulated on each side of an excerpt, so that the simulator's filters and the
