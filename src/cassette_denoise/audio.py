@@ -153,7 +153,6 @@ class AtomicAudioWriter:
         self.channels = channels
         self.format = format or _format_for_suffix(self.path)
         self.subtype = subtype
-        self.frames_written = 0
         self._sound_file: sf.SoundFile | None = None
         self._temp_path: Path | None = None
 
@@ -187,7 +186,6 @@ class AtomicAudioWriter:
         """Append float ``(channels, samples)`` audio."""
         assert self._sound_file is not None, "use AtomicAudioWriter as a context manager"
         self._sound_file.write(np.ascontiguousarray(audio.T))
-        self.frames_written += audio.shape[1]
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:

@@ -99,7 +99,11 @@ def corpus_files(corpus_dir: Path, split: str) -> list[Path]:
         # A plain folder of music: every 20th file (in name order) is held out for validation.
         files = find_audio_files(corpus_dir)
         held_out = files[::20] if len(files) > 1 else []
-        return held_out if split == "validation" else [f for f in files if f not in held_out] if split == "train" else []
+        if split == "validation":
+            return held_out
+        if split == "train":
+            return [file for file in files if file not in held_out]
+        return []
     from cassette_denoise.corpus import load_manifest
 
     return [Path(entry.path) if Path(entry.path).is_absolute() else corpus_dir / entry.path
