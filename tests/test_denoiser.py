@@ -76,3 +76,21 @@ def test_loading_is_strict_and_refuses_non_finite_weights(tmp_path, random_model
     with pytest.raises(CheckpointError, match="non-finite"):
         save_model(tmp_path / "bad.safetensors", broken)
     assert not (tmp_path / "bad.safetensors").exists()
+
+
+def test_a_noise_floor_model_streams_identically_and_loads_back(tmp_path):
+    import torch
+
+    from cassette_denoise.model import UNet, UNetConfig
+
+    torch.manual_seed(1)
+    model = UNet(UNetConfig(base_width=2, noise_floor_input=True)).eval()
+    path = save_model(tmp_path / "floor.safetensors", model)
+    denoiser = Denoiser.from_checkpoint(path, device="cpu")
+    assert denoiser.model.config.noise_floor_input
+    audio = music_like(2, 44100 * 8 + 7, 44100, seed=4)
+    whole = denoiser.denoise(audio, 44100)
+    stream = denoiser.stream(channels=2, sample_rate=44100)
+    pieces = [stream.process(audio[:, s: s + 30_001]) for s in range(0, audio.shape[1], 30_001)]
+    np.testing.assert_array_equal(np.concatenate([*pieces, stream.finish()], axis=1), whole)
+    assert not np.allclose(whole, audio, atol=1e-3)  # the random model does change the audio

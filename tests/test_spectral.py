@@ -59,3 +59,20 @@ def test_resampling_path_keeps_length_and_rate(pass_through_model, sample_rate):
     out = Denoiser(pass_through_model, device="cpu").denoise(audio, sample_rate)
     assert out.shape == audio.shape
     assert si_sdr(audio, out) > 50
+
+
+def test_noise_floor_channel_is_a_per_bin_low_quantile_constant_over_time():
+    generator = torch.Generator().manual_seed(0)
+    magnitude = torch.rand(2, spectral.BINS, 64, generator=generator) * 10
+    magnitude[:, 100] *= 100  # a louder bin must get a higher floor
+    single = spectral.model_input(magnitude, noise_floor=False)
+    both = spectral.model_input(magnitude, noise_floor=True)
+    assert single.shape == (2, 1, spectral.BINS, 64) and both.shape == (2, 2, spectral.BINS, 64)
+    assert torch.equal(both[:, :1], single)
+    floor = both[:, 1]
+    assert torch.equal(floor, floor[..., :1].expand_as(floor))
+    below = (single[:, 0] < floor).float().mean(-1)  # share of frames under the floor, per bin
+    assert torch.all((below > 0.03) & (below < 0.15))
+    assert torch.all(floor[:, 100, 0] > floor[:, 99, 0])
+    # Order of frames does not matter; a stationary bin's floor does not depend on the frame count.
+    assert torch.equal(spectral.model_input(magnitude.flip(-1), noise_floor=True)[:, 1], floor)

@@ -16,7 +16,8 @@ from cassette_denoise import spectral
 from cassette_denoise.data import PairConfig, fixed_examples, scan_sources
 from cassette_denoise.losses import LOSSES, compressed_plus_linear, mask_mae, output_log_l1
 from cassette_denoise.model import UNet, UNetConfig, parameter_count
-from cassette_denoise.train import TrainConfig, spectra_batch, train
+from cassette_denoise.checkpoint import save_model
+from cassette_denoise.train import TrainConfig, initialise_from, spectra_batch, train
 
 from conftest import music_like
 
@@ -77,6 +78,30 @@ def test_a_short_run_on_one_batch_lowers_the_loss(corpus, loss_name):
     assert losses[-1] < 0.8 * losses[0]
 
 
+def test_a_noise_floor_model_initialised_from_a_single_channel_one_computes_the_same_mask(tmp_path):
+    torch.manual_seed(0)
+    source = UNet(UNetConfig(base_width=4)).eval()
+    path = save_model(tmp_path / "source.safetensors", source)
+    widened = UNet(UNetConfig(base_width=4, noise_floor_input=True))
+    initialise_from(widened, path)
+    magnitude = torch.rand(2, spectral.BINS, 64) * 50
+    with torch.no_grad():
+        expected = source(spectral.model_input(magnitude, noise_floor=False))
+        actual = widened.eval()(spectral.model_input(magnitude, noise_floor=True))
+    torch.testing.assert_close(actual, expected)
+    with pytest.raises(ValueError, match="cannot initialise"):
+        initialise_from(UNet(UNetConfig(base_width=8)), path)
+
+
+def test_spectra_batch_measures_the_floor_over_the_context_then_crops_the_centre():
+    noisy, target = torch.randn(2, 64 * spectral.HOP + spectral.N_FFT), torch.randn(2, 64 * spectral.HOP + spectral.N_FFT)
+    full, _, _ = spectra_batch(noisy, target, noise_floor=True)
+    cropped, noisy_magnitude, target_magnitude = spectra_batch(noisy, target, noise_floor=True, crop_frames=32)
+    assert cropped.shape == (2, 2, spectral.BINS, 32)
+    assert noisy_magnitude.shape == target_magnitude.shape == (2, 1, spectral.BINS, 32)
+    torch.testing.assert_close(cropped, full[..., 16:48])
+
+
 def tiny_config(corpus: Path, run_dir: Path, **overrides) -> TrainConfig:
     settings = dict(corpus_dir=str(corpus), run_dir=str(run_dir), base_width=2, batch_size=2, crop_frames=32,
                     validation_crop_frames=32, max_steps=4, validate_every_steps=2, validation_examples=2,
@@ -96,6 +121,15 @@ def test_training_writes_checkpoints_log_and_curve_and_resumes(corpus, tmp_path)
     assert state["step"] == 6
     with open(tmp_path / "run" / "log.csv") as handle:
         assert [row["step"] for row in csv.DictReader(handle)] == ["2", "4", "6"]
+
+
+def test_a_noise_floor_run_starts_from_a_checkpoint_and_saves_a_two_channel_model(corpus, tmp_path):
+    train(tiny_config(corpus, tmp_path / "base", max_steps=2))
+    config = tiny_config(corpus, tmp_path / "floor", noise_floor_input=True, context_frames=64,
+                         init_from=str(tmp_path / "base" / "best.safetensors"))
+    assert train(config)["step"] == 4
+    sidecar = json.loads((tmp_path / "floor" / "best.json").read_text())
+    assert sidecar["config"]["noise_floor_input"] is True
 
 
 def test_config_file_rejects_unknown_settings(tmp_path):

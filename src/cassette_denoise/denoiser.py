@@ -299,7 +299,7 @@ class _MaskStream:
 
     def _mask(self, magnitude: torch.Tensor) -> torch.Tensor:
         """Model mask for a full tile of magnitudes ``(channels, BINS, TILE_FRAMES)``."""
-        features = spectral.to_features(magnitude).unsqueeze(1)
+        features = spectral.model_input(magnitude, noise_floor=self.model.config.noise_floor_input)
         with torch.inference_mode():
             # One channel at a time on the CPU: the same speed as a batch, half the activation memory.
             step = self.channels if self.device.type == "cuda" else 1

@@ -25,10 +25,17 @@ class UNetConfig:
     #: Initial bias of the mask logit: sigmoid(3) ≈ 0.95 (−0.4 dB), so training starts close to passing
     #: everything through, yet not so deep in the sigmoid's flat tail (σ' = 0.045) that it cannot move.
     initial_mask_logit: float = 3.0
+    #: A second input channel with each bin's noise floor over the tile (:func:`spectral.model_input`).
+    #: False is the seed's single-channel input.
+    noise_floor_input: bool = False
 
     def __post_init__(self):
         if self.base_width < 1 or self.levels < 2:
             raise ValueError(f"UNetConfig needs base_width ≥ 1 and levels ≥ 2, got {self}")
+
+    @property
+    def input_channels(self) -> int:
+        return 2 if self.noise_floor_input else 1
 
     @property
     def frame_multiple(self) -> int:
@@ -46,7 +53,8 @@ def _double_conv(channels_in: int, channels_out: int, negative_slope: float) -> 
 
 
 class UNet(nn.Module):
-    """Mask estimator ``(batch, 1, freq, frames)`` features in ``[-1, 1]`` -> mask in ``[0, 1]`` of the same shape."""
+    """Mask estimator: ``(batch, config.input_channels, freq, frames)`` features in ``[-1, 1]`` -> mask in ``[0, 1]``
+    shaped ``(batch, 1, freq, frames)``."""
 
     def __init__(self, config: UNetConfig = UNetConfig()):
         super().__init__()
@@ -54,7 +62,7 @@ class UNet(nn.Module):
         widths = [config.base_width * 2**level for level in range(config.levels)]
         slope = config.negative_slope
         self.down = nn.ModuleList()
-        channels = 1
+        channels = config.input_channels
         for width in widths:
             self.down.append(_double_conv(channels, width, slope))
             channels = width
@@ -88,7 +96,7 @@ class UNet(nn.Module):
         nn.init.constant_(self.head.bias, self.config.initial_mask_logit)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """``(batch, 1, freq, frames)`` -> mask ``(batch, 1, freq, frames)`` in ``[0, 1]``."""
+        """``(batch, input_channels, freq, frames)`` -> mask ``(batch, 1, freq, frames)`` in ``[0, 1]``."""
         multiple = self.config.frame_multiple
         if features.shape[-1] % multiple or features.shape[-2] % multiple:
             raise ValueError(f"UNet input {tuple(features.shape)}: freq and frames must be multiples of {multiple}")

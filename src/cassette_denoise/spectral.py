@@ -90,6 +90,33 @@ def to_features(magnitude: torch.Tensor) -> torch.Tensor:
     return (db - FLOOR_DB) / (CEILING_DB - FLOOR_DB) * 2 - 1
 
 
+#: The noise-floor channel is this quantile of each bin's features over the frames a tile spans:
+#: tape hiss is stationary, so a low quantile over ~6 s tracks the hiss level in every bin (and,
+#: where music never pauses, an upper bound on it).
+NOISE_FLOOR_QUANTILE = 0.1
+
+
+def model_input(magnitude: torch.Tensor, *, noise_floor: bool) -> torch.Tensor:
+    """The model's input channels for a magnitude spectrogram.
+
+    Channel 0 is :func:`to_features`. With ``noise_floor``, channel 1 holds each bin's
+    :data:`NOISE_FLOOR_QUANTILE` quantile of those features over all ``frames``, repeated over time:
+    the level a mask must take out, which the model cannot see from a few frames of dense music.
+    The quantile spans the whole input, so callers pass exactly the frames of one tile.
+
+    Args:
+        magnitude: ``(batch, BINS, frames)``.
+    Returns:
+        ``(batch, 1 or 2, BINS, frames)``.
+    """
+    features = to_features(magnitude)
+    if not noise_floor:
+        return features.unsqueeze(1)
+    rank = max(1, round(NOISE_FLOOR_QUANTILE * features.shape[-1]))
+    floor = features.kthvalue(rank, dim=-1, keepdim=True).values.expand_as(features)
+    return torch.stack([features, floor], dim=1)
+
+
 def crossfade_window(tile_frames: int) -> torch.Tensor:
     """Weights for blending overlapping tiles, ``(tile_frames,)``.
 

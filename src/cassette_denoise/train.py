@@ -55,6 +55,14 @@ class TrainConfig:
     #: Folder of blank-tape recordings to mix in besides the simulator ("" = simulator only).
     noise_dir: str = ""
     base_width: int = 8
+    #: Give the model each bin's noise floor as a second input channel (see ``spectral.model_input``).
+    noise_floor_input: bool = False
+    #: With ``noise_floor_input``, the floor is measured over this many frames around each crop, as
+    #: it is over a whole 512-frame tile at inference.
+    context_frames: int = 512
+    #: Start from this checkpoint's weights ("" = He-normal init). Input channels the checkpoint lacks
+    #: start at zero, so the run begins exactly where that model ended.
+    init_from: str = ""
     loss: str = "output_log_l1"
     preset: str = "training"
     batch_size: int = 8
@@ -81,6 +89,8 @@ class TrainConfig:
             raise ValueError(f"loss {self.loss!r} is not one of {sorted(LOSSES)}")
         if self.crop_frames % 16 or self.validation_crop_frames % 16:
             raise ValueError(f"crop frames must be multiples of 16, got {self.crop_frames}/{self.validation_crop_frames}")
+        if self.noise_floor_input and self.context_frames < self.crop_frames:
+            raise ValueError(f"context_frames ({self.context_frames}) must be at least crop_frames ({self.crop_frames})")
 
     @classmethod
     def from_toml(cls, path: str | os.PathLike, **overrides) -> "TrainConfig":
@@ -119,20 +129,33 @@ def learning_rate_at(step: int, config: TrainConfig) -> float:
     return config.final_learning_rate + (config.learning_rate - config.final_learning_rate) * cosine
 
 
-def spectra_batch(noisy: torch.Tensor, target: torch.Tensor):
-    """Waveforms ``(batch, samples)`` -> features, noisy and target magnitudes ``(batch, 1, BINS, frames)``."""
-    noisy_magnitude = spectral.stft(noisy).abs().unsqueeze(1)
+def spectra_batch(noisy: torch.Tensor, target: torch.Tensor, *, noise_floor: bool = False,
+                  crop_frames: int | None = None):
+    """Waveforms ``(batch, samples)`` -> model input ``(batch, channels, BINS, frames)``, noisy and target
+    magnitudes ``(batch, 1, BINS, frames)``.
+
+    The input is computed over every frame (so a noise floor sees the whole context) and then all three
+    are cut to the centre ``crop_frames`` frames when given.
+    """
+    noisy_magnitude = spectral.stft(noisy).abs()
     target_magnitude = spectral.stft(target).abs().unsqueeze(1)
+    features = spectral.model_input(noisy_magnitude, noise_floor=noise_floor)
+    noisy_magnitude = noisy_magnitude.unsqueeze(1)
+    if crop_frames is not None and crop_frames < features.shape[-1]:
+        first = (features.shape[-1] - crop_frames) // 2
+        window = slice(first, first + crop_frames)
+        features, noisy_magnitude, target_magnitude = (
+            features[..., window], noisy_magnitude[..., window], target_magnitude[..., window])
     # channels_last makes oneDNN's convolutions 2-3x faster for this narrow network on CPU.
-    features = spectral.to_features(noisy_magnitude).contiguous(memory_format=torch.channels_last)
-    return features, noisy_magnitude, target_magnitude
+    return features.contiguous(memory_format=torch.channels_last), noisy_magnitude, target_magnitude
 
 
 def validate(model: UNet, noisy: torch.Tensor, target: torch.Tensor, *, loss_name: str) -> dict[str, float]:
     """Scores on fixed pairs ``(count, samples)`` through the real inference path (tiles, overlap-add)."""
     model.eval()
     with torch.no_grad():
-        features, noisy_magnitude, target_magnitude = spectra_batch(noisy, target)
+        features, noisy_magnitude, target_magnitude = spectra_batch(
+            noisy, target, noise_floor=model.config.noise_floor_input)
         loss = float(LOSSES[loss_name](model(features), noisy_magnitude, target_magnitude))
     denoiser = Denoiser(copy.deepcopy(model), device="cpu")
     noisy_np, target_np = noisy.numpy(), target.numpy()
@@ -199,7 +222,8 @@ def train(config: TrainConfig, *, resume: bool = False, progress=None) -> dict:
     train_sources = scan_sources(corpus_files(corpus, "train"))
     validation_sources = scan_sources(corpus_files(corpus, "validation"))
     noises = load_noise_recordings(find_audio_files(config.noise_dir)) if config.noise_dir else []
-    pairs = PairConfig(crop_frames=config.crop_frames, preset=config.preset)
+    example_frames = config.context_frames if config.noise_floor_input else config.crop_frames
+    pairs = PairConfig(crop_frames=example_frames, preset=config.preset)
     validation_pairs = dataclasses.replace(pairs, crop_frames=config.validation_crop_frames)
     val_noisy, val_target = fixed_examples(validation_sources, config=validation_pairs, seed=10_000 + config.seed,
                                            count=config.validation_examples, noises=noises)
@@ -211,7 +235,10 @@ def train(config: TrainConfig, *, resume: bool = False, progress=None) -> dict:
             "validation": [str(source.path) for source in validation_sources],
         }, indent=1))
 
-    model = UNet(UNetConfig(base_width=config.base_width)).to(device, memory_format=torch.channels_last)
+    model = UNet(UNetConfig(base_width=config.base_width, noise_floor_input=config.noise_floor_input))
+    if config.init_from and not (resume and (run_dir / "latest.safetensors").exists()):
+        initialise_from(model, Path(config.init_from))
+    model = model.to(device, memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     state = {"step": 0, "best_val_si_sdr_db": -math.inf, "stale_validations": 0, "elapsed_s": 0.0}
     if resume and (run_dir / "latest.safetensors").exists():
@@ -248,7 +275,8 @@ def train(config: TrainConfig, *, resume: bool = False, progress=None) -> dict:
         while state["step"] < config.max_steps:
             trainable.train()
             noisy, target = next(batches)
-            features, noisy_magnitude, target_magnitude = spectra_batch(noisy.to(device), target.to(device))
+            features, noisy_magnitude, target_magnitude = spectra_batch(
+                noisy.to(device), target.to(device), noise_floor=config.noise_floor_input, crop_frames=config.crop_frames)
             rate = learning_rate_at(state["step"], config)
             for group in optimizer.param_groups:
                 group["lr"] = rate
@@ -289,6 +317,31 @@ def train(config: TrainConfig, *, resume: bool = False, progress=None) -> dict:
         signal.signal(signal.SIGTERM, previous_handler)
         distributed.close()
     return state
+
+
+def initialise_from(model: UNet, path: Path) -> None:
+    """Copy a trained checkpoint's weights into ``model``, which may take more input channels.
+
+    Every tensor must match in shape except the first convolution's input channels; the extra ones
+    start at zero, so ``model`` computes exactly what the checkpoint did until training moves them.
+
+    Raises:
+        ValueError: the checkpoint's layout differs in anything but input channels.
+    """
+    source, _ = load_model(path)
+    expected = dataclasses.replace(model.config, noise_floor_input=source.config.noise_floor_input)
+    if source.config != expected:
+        raise ValueError(f"{path}: its config {source.config} cannot initialise {model.config}")
+    state = model.state_dict()
+    for name, tensor in source.state_dict().items():
+        target = state[name]
+        if tensor.shape == target.shape:
+            target.copy_(tensor)
+        elif tensor.dim() == 4 and tensor.shape[1] < target.shape[1]:
+            target.zero_()
+            target[:, : tensor.shape[1]].copy_(tensor)
+        else:
+            raise ValueError(f"{path}: {name} has shape {tuple(tensor.shape)}, the model needs {tuple(target.shape)}")
 
 
 def _append_log(run_dir: Path, row: dict) -> None:
