@@ -80,6 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--presets", default="all", help="comma-separated simulator presets (default: all)")
     parser.add_argument("--seed", type=int, default=0, help="seed for the excerpts and the simulations")
     parser.add_argument("--parts", default="synthetic,real", help="which parts to run (default: %(default)s)")
+    parser.add_argument("--split", choices=["test", "validation"], default="test",
+                        help="corpus split to draw music from: test (the reported scores) or validation (to choose "
+                             "between checkpoints without looking at the test music)")
+    parser.add_argument("--no-peers", action="store_true", help="score only the models (e.g. to compare checkpoints)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=_common.RESULTS_DIR / "quality.json")
     args = parser.parse_args(argv)
@@ -96,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown part(s) {sorted(unknown)}; choose synthetic and/or real")
     models, described = load_models(args, parser)
-    methods = [ModelMethod(name, denoiser, DEFAULT_STRENGTH_DB) for name, denoiser in models] + peer_methods()
+    methods = [ModelMethod(name, denoiser, DEFAULT_STRENGTH_DB) for name, denoiser in models]
+    if not args.no_peers:
+        methods += peer_methods()
 
     document = {
         "benchmark": "quality",
@@ -212,10 +218,10 @@ def clean_files(args) -> tuple[list[tuple[Path, float]], str]:
     except CorpusError as error:
         raise SystemExit(f"quality.py: error: {error} (or pass --clean-dir)") from None
     # Only music held apart from training: the test split shares no piece, composer or soundtrack with it.
-    files = [(entry.path, entry.duration_s) for entry in entries if entry.split == "test"]
+    files = [(entry.path, entry.duration_s) for entry in entries if entry.split == args.split]
     if not files:
-        raise SystemExit(f"quality.py: error: {args.corpus}: the corpus has no test split yet (or pass --clean-dir)")
-    return files, f"test split of the corpus at {args.corpus}"
+        raise SystemExit(f"quality.py: error: {args.corpus}: the corpus has no {args.split} split yet (or pass --clean-dir)")
+    return files, f"{args.split} split of the corpus at {args.corpus}"
 
 
 def pick_excerpts(files: list[tuple[Path, float]], *, count: int, duration_s: float, seed: int) -> list[Excerpt]:

@@ -14,7 +14,9 @@ import torch
 
 from cassette_denoise import spectral
 from cassette_denoise.data import PairConfig, fixed_examples, scan_sources
-from cassette_denoise.losses import LOSSES, compressed_plus_linear, mask_mae, output_log_l1
+from cassette_denoise.losses import (
+    LOSSES, compressed_plus_linear, log_l1_plus_compressed, log_l1_plus_snr, magnitude_snr_loss, mask_mae, output_log_l1,
+)
 from cassette_denoise.model import UNet, UNetConfig, parameter_count
 from cassette_denoise.checkpoint import save_model
 from cassette_denoise.train import TrainConfig, initialise_from, spectra_batch, train
@@ -53,7 +55,7 @@ def test_losses_are_zero_for_a_perfect_mask_and_positive_otherwise():
     noisy = torch.rand(2, 1, 512, 32) + 0.5
     target = noisy * 0.5
     assert mask_mae(torch.full_like(noisy, 0.5), noisy, target) < 1e-6
-    for output_loss in (output_log_l1, compressed_plus_linear):
+    for output_loss in (output_log_l1, compressed_plus_linear, log_l1_plus_compressed):
         assert output_loss(torch.full_like(noisy, 0.5), noisy, target) < 1e-5
         assert output_loss(torch.ones_like(noisy), noisy, target) > 0.1
         # Output losses are scale-sensitive: a global gain error is penalised.
@@ -100,6 +102,16 @@ def test_spectra_batch_measures_the_floor_over_the_context_then_crops_the_centre
     assert cropped.shape == (2, 2, spectral.BINS, 32)
     assert noisy_magnitude.shape == target_magnitude.shape == (2, 1, spectral.BINS, 32)
     torch.testing.assert_close(cropped, full[..., 16:48])
+
+
+def test_magnitude_snr_loss_is_the_error_ratio_in_20_db_units_and_capped_for_a_perfect_mask():
+    noisy = torch.rand(2, 1, 512, 32) + 0.5
+    target = noisy * 0.5
+    # A mask of 0.55 leaves an error 10 % of the target's magnitude: SNR 20 dB -> -1.
+    torch.testing.assert_close(magnitude_snr_loss(torch.full_like(noisy, 0.55), noisy, target), torch.tensor(-1.0), atol=1e-3, rtol=0)
+    torch.testing.assert_close(magnitude_snr_loss(torch.full_like(noisy, 0.5), noisy, target), torch.tensor(-2.5), atol=1e-3, rtol=0)
+    assert log_l1_plus_snr(torch.full_like(noisy, 0.45), noisy, target) > log_l1_plus_snr(
+        torch.full_like(noisy, 0.5), noisy, target)
 
 
 def tiny_config(corpus: Path, run_dir: Path, **overrides) -> TrainConfig:

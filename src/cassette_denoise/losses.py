@@ -81,6 +81,26 @@ def log_l1_plus_compressed(mask: torch.Tensor, noisy: torch.Tensor, target: torc
     return output_log_l1(mask, noisy, target) + compressed_mse(mask, noisy, target)
 
 
+def magnitude_snr_loss(mask: torch.Tensor, noisy: torch.Tensor, target: torch.Tensor, *,
+                       best_snr_db: float = 50.0) -> torch.Tensor:
+    """Negative signal-to-error ratio of the masked magnitudes per example, in units of 20 dB.
+
+    Energy-weighted like SI-SDR (the mask cannot change phase, so the magnitude error is what it
+    controls) but scale-sensitive, so a global gain slip costs. The error is softly floored
+    ``best_snr_db`` below the target, so near-clean examples do not chase vanishing errors.
+    """
+    target_energy = target.pow(2).sum(dim=(1, 2, 3))
+    error_energy = (mask * noisy - target).pow(2).sum(dim=(1, 2, 3))
+    floor = target_energy * 10 ** (-best_snr_db / 10) + 1e-12
+    return (10 * torch.log10((error_energy + floor) / (target_energy + 1e-12))).mean() / 20
+
+
+def log_l1_plus_snr(mask: torch.Tensor, noisy: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """:func:`output_log_l1` (hiss in quiet bins, unity gain) + :func:`magnitude_snr_loss` (the loud bins where
+    hiss and music overlap, which decide SI-SDR at 10-20 dB input SNR)."""
+    return output_log_l1(mask, noisy, target) + magnitude_snr_loss(mask, noisy, target)
+
+
 # compressed_mse alone is a building block, not a choice: from pass-through it learns slowly and, once
 # trained, lowers the music's level (see docs/MODEL_CARD.md).
 LOSSES = {
@@ -88,4 +108,5 @@ LOSSES = {
     "output_log_l1": output_log_l1,
     "compressed_plus_linear": compressed_plus_linear,
     "log_l1_plus_compressed": log_l1_plus_compressed,
+    "log_l1_plus_snr": log_l1_plus_snr,
 }
