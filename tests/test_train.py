@@ -114,6 +114,17 @@ def test_magnitude_snr_loss_is_the_error_ratio_in_20_db_units_and_capped_for_a_p
         torch.full_like(noisy, 0.5), noisy, target)
 
 
+def test_logit_penalty_is_zero_inside_the_limit_and_pulls_saturated_logits_back():
+    from cassette_denoise.train import logit_penalty
+
+    assert logit_penalty(torch.tensor([-4.9, 0.0, 4.9]), limit=5.0) == 0
+    logits = torch.tensor([9.0, -7.0], requires_grad=True)
+    penalty = logit_penalty(logits, limit=5.0)
+    penalty.backward()
+    assert penalty.item() == pytest.approx((16 + 4) / 2)
+    assert logits.grad[0] > 0 and logits.grad[1] < 0  # gradient descent moves both towards the range
+
+
 def tiny_config(corpus: Path, run_dir: Path, **overrides) -> TrainConfig:
     settings = dict(corpus_dir=str(corpus), run_dir=str(run_dir), base_width=2, batch_size=2, crop_frames=32,
                     validation_crop_frames=32, max_steps=4, validate_every_steps=2, validation_examples=2,
@@ -137,7 +148,7 @@ def test_training_writes_checkpoints_log_and_curve_and_resumes(corpus, tmp_path)
 
 def test_a_noise_floor_run_starts_from_a_checkpoint_and_saves_a_two_channel_model(corpus, tmp_path):
     train(tiny_config(corpus, tmp_path / "base", max_steps=2))
-    config = tiny_config(corpus, tmp_path / "floor", noise_floor_input=True, context_frames=64,
+    config = tiny_config(corpus, tmp_path / "floor", noise_floor_input=True, context_frames=64, logit_penalty=0.01,
                          init_from=str(tmp_path / "base" / "best.safetensors"))
     assert train(config)["step"] == 4
     sidecar = json.loads((tmp_path / "floor" / "best.json").read_text())

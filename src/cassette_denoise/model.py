@@ -95,8 +95,9 @@ class UNet(nn.Module):
         nn.init.normal_(self.head.weight, std=1e-3)
         nn.init.constant_(self.head.bias, self.config.initial_mask_logit)
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """``(batch, input_channels, freq, frames)`` -> mask ``(batch, 1, freq, frames)`` in ``[0, 1]``."""
+    def forward(self, features: torch.Tensor, *, logits: bool = False) -> torch.Tensor:
+        """``(batch, input_channels, freq, frames)`` -> mask ``(batch, 1, freq, frames)`` in ``[0, 1]``, or with
+        ``logits`` the values before the sigmoid (training keeps them in range, see ``train.logit_penalty``)."""
         multiple = self.config.frame_multiple
         if features.shape[-1] % multiple or features.shape[-2] % multiple:
             raise ValueError(f"UNet input {tuple(features.shape)}: freq and frames must be multiples of {multiple}")
@@ -109,7 +110,8 @@ class UNet(nn.Module):
             skips.append(x)
         for up, merge, skip in zip(self.up, self.merge, reversed(skips[:-1])):
             x = merge(torch.cat([up(x), skip], dim=1))
-        return torch.sigmoid(self.head(x))
+        values = self.head(x)
+        return values if logits else torch.sigmoid(values)
 
 
 def parameter_count(model: nn.Module) -> int:
