@@ -79,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-dir", type=Path, default=_common.CACHE_DIR,
                         help="where test files, the random seed-width model and outputs go (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=_common.RESULTS_DIR / "speed.json")
+    parser.add_argument("--update", action="store_true",
+                        help="keep the rows already in --out for other methods or durations and replace only "
+                             "the ones measured now (each row records its command)")
     parser.add_argument("--run-peer", nargs=3, metavar=("KEY", "INPUT", "OUTPUT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -105,13 +108,20 @@ def main(argv: list[str] | None = None) -> int:
         ],
         "rows": [],
     }
+    if args.update and args.out.exists():
+        previous = json.loads(args.out.read_text())
+        measured = {(method.key, duration) for method in methods for duration in durations}
+        document["rows"] = [{"command": previous.get("command"), **row} for row in previous.get("rows", [])
+                            if (row["method"], row["duration_s"]) not in measured]
+        document["models"] = {**previous.get("models", {}), **document["models"]}
     print(f"writing {args.out}", file=sys.stderr)
     for duration in durations:
         started = time.perf_counter()
         source = _common.input_file(duration, folder=args.cache_dir)
         print(f"input {source} ({duration:g} s) ready in {time.perf_counter() - started:.1f} s", file=sys.stderr)
         for method in methods:
-            row = measure(method, source, duration, args=args, env=env, max_rss_mb=max_rss_mb)
+            row = {**measure(method, source, duration, args=args, env=env, max_rss_mb=max_rss_mb),
+                   "command": document["command"]}
             document["rows"].append(row)
             _common.write_json(args.out, document)  # after every run, so an interrupted benchmark keeps its rows
             rtf = "-" if row["rtf"] is None else f"{row['rtf']:.4f}"

@@ -72,10 +72,13 @@ def speed_tables(document: dict) -> str:
     main_rows = [[labels[m], *(cell(by_key.get((m, d)), wall=False) for d in durations)] for m in methods]
     wall_rows = [[labels[m], *(cell(by_key.get((m, d)), wall=True) for d in durations)] for m in methods]
     target = document.get("rtf_target")
+    commands = list(dict.fromkeys(row["command"] for row in rows if row.get("command")))
     lines = [
         "### Speed and memory",
         "",
         _provenance(document),
+        *([""] + [f"Rows measured by: " + "; ".join(f"`{command}`" for command in commands) + "."]
+          if len(commands) > 1 else []),
         "",
         "Real-time factor (processing time ÷ audio duration; lower is faster"
         + (f", target ≤ {target:g} for our default model" if target else "")
