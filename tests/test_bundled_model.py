@@ -50,7 +50,7 @@ def test_clean_music_passes_at_unity_gain(bundled):
 def test_mask_stays_in_0_1_on_real_features(bundled):
     import torch
 
-    features = torch.rand(1, 1, 512, 512) * 2 - 1
+    features = torch.rand(1, bundled.model.config.input_channels, 512, 512) * 2 - 1
     with torch.inference_mode():
         mask = bundled.model(features.contiguous(memory_format=torch.channels_last))
     assert 0 <= mask.min() and mask.max() <= 1

@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 #: 20 dB gave the highest mean SI-SDR gain and, unlike 30-60 dB, no loss on near-clean music.
 DEFAULT_STRENGTH_DB = 20.0
 TILE_FRAMES = 512
-BUNDLED_MODEL = "cassette-unet-w8"
+BUNDLED_MODEL = "cassette-unet-w8-floor"
 #: Samples read per block when streaming a file: about 3 s at 44.1 kHz.
 BLOCK_FRAMES = 1 << 17
 FLOAT_SUBTYPES = frozenset({"FLOAT", "DOUBLE", "VORBIS", "OPUS"})
