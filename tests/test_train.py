@@ -147,12 +147,32 @@ def test_training_writes_checkpoints_log_and_curve_and_resumes(corpus, tmp_path)
 
 
 def test_a_noise_floor_run_starts_from_a_checkpoint_and_saves_a_two_channel_model(corpus, tmp_path):
-    train(tiny_config(corpus, tmp_path / "base", max_steps=2))
+    train(tiny_config(corpus, tmp_path / "base", max_steps=2, keep_every_validation=True))
+    assert sorted(path.name for path in (tmp_path / "base" / "steps").glob("*.safetensors")) == ["step000002.safetensors"]
     config = tiny_config(corpus, tmp_path / "floor", noise_floor_input=True, context_frames=64, logit_penalty=0.01,
                          init_from=str(tmp_path / "base" / "best.safetensors"))
     assert train(config)["step"] == 4
     sidecar = json.loads((tmp_path / "floor" / "best.json").read_text())
     assert sidecar["config"]["noise_floor_input"] is True
+
+
+def test_band_limited_pairs_keep_the_music_below_the_corner_and_nothing_above(corpus):
+    sources = scan_sources(sorted(corpus.glob("*.flac")))
+    # good-deck-type-ii has no saturation, so its signal path adds no harmonics above the corner.
+    config = PairConfig(crop_frames=64, preset="good-deck-type-ii", band_limit_probability=1.0,
+                        band_limit_hz=(4000.0, 4000.0))
+    _, target = fixed_examples(sources, config=config, count=3, seed=0)
+    _, unlimited = fixed_examples(sources, config=PairConfig(crop_frames=64, preset="good-deck-type-ii"), count=3, seed=0)
+    magnitude = spectral.stft(target).abs().pow(2).sum(dim=-1)  # (count, BINS)
+    reference = spectral.stft(unlimited).abs().pow(2).sum(dim=-1)
+    above = torch.arange(spectral.BINS) * 44100 / spectral.N_FFT > 8000
+    assert (magnitude[:, above].sum(-1) / reference[:, above].sum(-1)).max() < 10 ** (-40 / 10)
+    assert unlimited.abs().max() > 0 and target.abs().max() > 0
+
+
+def test_band_limit_rejects_a_corner_above_nyquist():
+    with pytest.raises(ValueError, match="30000"):
+        PairConfig(band_limit_probability=0.5, band_limit_hz=(4000.0, 30000.0))
 
 
 def test_config_file_rejects_unknown_settings(tmp_path):

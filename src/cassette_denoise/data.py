@@ -18,6 +18,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from cassette_denoise import spectral
 from cassette_denoise.audio import MODEL_SAMPLE_RATE, AudioError, probe, read_audio, read_excerpt, resample
 from cassette_denoise.simulate import simulate
+from cassette_denoise.simulate._dsp import fft_filter, log_uniform, lowpass_response
 
 #: Extra audio simulated on each side of a crop so filters and echoes have settled inside it.
 MARGIN_SAMPLES = 8192
@@ -31,6 +32,19 @@ class PairConfig:
     recorded_noise_probability: float = 0.5
     #: Music-to-recorded-noise ratio range, dB.
     recorded_noise_snr_db: tuple[float, float] = (0.0, 40.0)
+    #: Probability that the clean music is band-limited before the tape, as a radio broadcast, an old
+    #: recording or a lossy file is. Above such music's edge the tape adds hiss and nothing else, and
+    #: the model has to learn to take all of it there (0 = never; older runs drew no such number).
+    band_limit_probability: float = 0.0
+    #: Range of the band limit's -3 dB corner, Hz, drawn log-uniformly; the low-pass falls 48 dB per octave.
+    band_limit_hz: tuple[float, float] = (4000.0, 16000.0)
+
+    def __post_init__(self):
+        if not 0.0 <= self.band_limit_probability <= 1.0:
+            raise ValueError(f"band_limit_probability must be in [0, 1], got {self.band_limit_probability}")
+        low, high = self.band_limit_hz
+        if not 0.0 < low <= high < MODEL_SAMPLE_RATE / 2:
+            raise ValueError(f"band_limit_hz must be 0 < low <= high < {MODEL_SAMPLE_RATE / 2:g}, got {self.band_limit_hz}")
 
     @property
     def crop_samples(self) -> int:
@@ -80,12 +94,19 @@ def make_example(
     # Mono examples: a random channel or the mid signal, so the model sees both wide and centred mixes.
     choice = int(rng.integers(0, clean.shape[0] + 1))
     clean = clean.mean(axis=0, keepdims=True) if choice == clean.shape[0] else clean[choice: choice + 1]
+    if config.band_limit_probability and rng.random() < config.band_limit_probability:
+        clean = band_limit(clean, corner_hz=log_uniform(rng, *config.band_limit_hz))
     result = simulate(clean, MODEL_SAMPLE_RATE, rng=rng, preset=config.preset)
     noisy, target = result.noisy[0], result.target[0]
     if noises and rng.random() < config.recorded_noise_probability:
         noisy = noisy + _recorded_noise(noises, target, length, config, rng)
     crop = slice(MARGIN_SAMPLES, MARGIN_SAMPLES + config.crop_samples)
     return noisy[crop].astype(np.float32), target[crop].astype(np.float32)
+
+
+def band_limit(audio: np.ndarray, *, corner_hz: float) -> np.ndarray:
+    """Zero-phase 8th-order Butterworth low-pass of 44.1 kHz ``(channels, samples)`` audio, -3 dB at ``corner_hz``."""
+    return fft_filter(audio, MODEL_SAMPLE_RATE, lambda freqs_hz: lowpass_response(freqs_hz, corner_hz, order=8))
 
 
 def _recorded_noise(noises, target, length, config, rng) -> np.ndarray:

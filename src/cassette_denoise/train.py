@@ -6,7 +6,8 @@ improves, ``best``. Runs on one process or, under ``torchrun``, as DistributedDa
 (gloo on CPU, NCCL on GPUs); only rank 0 validates, logs and saves.
 
 Files in ``run_dir``: ``best.safetensors`` / ``latest.safetensors`` (+ JSON sidecars),
-``latest.optimizer.safetensors``, ``state.json``, ``log.csv`` and ``curve.png``.
+``latest.optimizer.safetensors``, ``state.json``, ``log.csv``, ``curve.png`` and, with
+``keep_every_validation``, ``steps/`` (the model at every validation).
 """
 
 from __future__ import annotations
@@ -65,6 +66,9 @@ class TrainConfig:
     init_from: str = ""
     loss: str = "output_log_l1"
     preset: str = "training"
+    #: Share of examples whose clean music is band-limited first, and the corner range (see ``PairConfig``).
+    band_limit_probability: float = 0.0
+    band_limit_hz: tuple[float, float] = (4000.0, 16000.0)
     batch_size: int = 8
     crop_frames: int = 128
     learning_rate: float = 1e-3
@@ -78,6 +82,9 @@ class TrainConfig:
     validation_crop_frames: int = 256
     #: Stop when validation SI-SDR has not improved for this many validations.
     patience_validations: int = 12
+    #: Also keep the model of every validation as ``steps/stepNNNNNN.safetensors``, so a checkpoint can
+    #: be chosen afterwards on other criteria (the validation harness of ``benchmarks/quality.py``).
+    keep_every_validation: bool = False
     gradient_clip_norm: float = 1.0
     #: Weight of a penalty on mask logits beyond ±``logit_limit`` (0 = off). Without it the loss pushes
     #: music bins' logits ever higher (a mask of exactly 1 needs an infinite logit); there the sigmoid's
@@ -105,6 +112,8 @@ class TrainConfig:
         unknown = set(values) - known
         if unknown:
             raise ValueError(f"{path}: unknown settings {sorted(unknown)}")
+        if "band_limit_hz" in values:
+            values["band_limit_hz"] = tuple(values["band_limit_hz"])  # TOML has arrays, the config tuples
         return cls(**{**values, **{k: v for k, v in overrides.items() if v is not None}})
 
 
@@ -234,7 +243,8 @@ def train(config: TrainConfig, *, resume: bool = False, progress=None) -> dict:
     validation_sources = scan_sources(corpus_files(corpus, "validation"))
     noises = load_noise_recordings(find_audio_files(config.noise_dir)) if config.noise_dir else []
     example_frames = config.context_frames if config.noise_floor_input else config.crop_frames
-    pairs = PairConfig(crop_frames=example_frames, preset=config.preset)
+    pairs = PairConfig(crop_frames=example_frames, preset=config.preset,
+                       band_limit_probability=config.band_limit_probability, band_limit_hz=config.band_limit_hz)
     validation_pairs = dataclasses.replace(pairs, crop_frames=config.validation_crop_frames)
     val_noisy, val_target = fixed_examples(validation_sources, config=validation_pairs, seed=10_000 + config.seed,
                                            count=config.validation_examples, noises=noises)
@@ -321,6 +331,10 @@ def train(config: TrainConfig, *, resume: bool = False, progress=None) -> dict:
                 else:
                     state["stale_validations"] += 1
                 _save_training_state(run_dir, model, optimizer, state, metadata={**metadata, "validation": row})
+                if config.keep_every_validation:
+                    (run_dir / "steps").mkdir(exist_ok=True)
+                    save_model(run_dir / "steps" / f"step{state['step']:06d}.safetensors", model,
+                               metadata={**metadata, "validation": row})
                 if progress:
                     progress(state["step"], row)
                 stop = stop or state["stale_validations"] >= config.patience_validations
