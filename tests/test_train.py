@@ -15,7 +15,7 @@ import torch
 from cassette_denoise import spectral
 from cassette_denoise.data import PairConfig, fixed_examples, scan_sources
 from cassette_denoise.losses import (
-    LOSSES, compressed_plus_linear, log_l1_plus_compressed, log_l1_plus_snr, magnitude_snr_loss, mask_mae, output_log_l1,
+    LOSSES, compressed_plus_linear, gated_log_l1_plus_snr, log_l1_plus_compressed, log_l1_plus_snr, magnitude_snr_loss, mask_mae, output_log_l1,
 )
 from cassette_denoise.model import UNet, UNetConfig, parameter_count
 from cassette_denoise.checkpoint import save_model
@@ -112,6 +112,21 @@ def test_magnitude_snr_loss_is_the_error_ratio_in_20_db_units_and_capped_for_a_p
     torch.testing.assert_close(magnitude_snr_loss(torch.full_like(noisy, 0.5), noisy, target), torch.tensor(-2.5), atol=1e-3, rtol=0)
     assert log_l1_plus_snr(torch.full_like(noisy, 0.45), noisy, target) > log_l1_plus_snr(
         torch.full_like(noisy, 0.5), noisy, target)
+
+
+def test_gated_loss_asks_for_silence_only_where_the_music_is_buried_under_the_noise():
+    noisy = torch.ones(1, 1, 512, 32)
+    target = torch.full_like(noisy, 0.5)
+    target[..., :16, :] = 0.02  # 34 dB under the noise: counts as absent
+    keep = torch.full_like(noisy, 0.55)  # a realistic mask: 20 dB SNR on the audible music
+    keep[..., :16, :] = 0.02  # ... and the buried music recovered exactly
+    silence = keep.clone()
+    silence[..., :16, :] = 0.0
+    # The plain log loss wants the buried music back; the gated one prefers silence there.
+    assert log_l1_plus_snr(keep, noisy, target) < log_l1_plus_snr(silence, noisy, target)
+    assert gated_log_l1_plus_snr(silence, noisy, target) < gated_log_l1_plus_snr(keep, noisy, target)
+    # Audible music (6 dB under the noise) is still asked for at its level.
+    assert gated_log_l1_plus_snr(keep, noisy, target) < gated_log_l1_plus_snr(keep * 0.5, noisy, target)
 
 
 def test_logit_penalty_is_zero_inside_the_limit_and_pulls_saturated_logits_back():

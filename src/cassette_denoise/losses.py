@@ -41,6 +41,24 @@ def output_log_l1(mask: torch.Tensor, noisy: torch.Tensor, target: torch.Tensor)
     return log_term + linear_relative_l1(mask, noisy, target)
 
 
+#: In :func:`gated_log_l1_plus_snr`, music more than this far below the noisy magnitude in a bin counts as absent.
+BURIED_MUSIC_DB = 10.0
+
+
+def gated_log_l1_plus_snr(mask: torch.Tensor, noisy: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """:func:`log_l1_plus_snr` with the log term's target set to silence in bins where the music lies more
+    than ``BURIED_MUSIC_DB`` under the noise.
+
+    Music that far under hiss is inaudible in the input, so nothing audible is lost by removing the
+    bin; asking the mask to recover it instead (the plain log term treats a −95 dB note under −82 dB
+    hiss like a loud one) teaches a timid mask that leaves hiss wherever music might hide. The
+    energy-weighted SNR term still sees the true target, so loud music keeps unity gain.
+    """
+    audible = target >= noisy * 10 ** (-BURIED_MUSIC_DB / 20)
+    gated = torch.where(audible, target, torch.zeros_like(target))
+    return output_log_l1(mask, noisy, gated) + magnitude_snr_loss(mask, noisy, target)
+
+
 def linear_relative_l1(mask: torch.Tensor, noisy: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """L1 on linear magnitudes relative to each example's mean target magnitude.
 
@@ -109,4 +127,5 @@ LOSSES = {
     "compressed_plus_linear": compressed_plus_linear,
     "log_l1_plus_compressed": log_l1_plus_compressed,
     "log_l1_plus_snr": log_l1_plus_snr,
+    "gated_log_l1_plus_snr": gated_log_l1_plus_snr,
 }
