@@ -114,16 +114,6 @@ PRESETS: Mapping[str, Preset] = types.MappingProxyType({
             "hiss": (1.0, {"dolby_b_probability": 0.2, "snr_probability": 0.5}),
         },
     ),
-    "training-colours": Preset(
-        "'training' with hiss of more colours: the playback-EQ turnover anywhere from 1.3 to 8 kHz and the "
-        "rise above it 6-24 dB, so the model learns hiss by its steadiness rather than by one spectral shape",
-        {
-            **_RANDOM,
-            **{name: (0.3, {}) for name in SIGNAL_PATH},
-            "hiss": (1.0, {"dolby_b_probability": 0.2, "snr_probability": 0.5,
-                           "turnover_hz": (1300.0, 8000.0), "shelf_db": (6.0, 24.0)}),
-        },
-    ),
     "good-deck-type-ii": Preset("a well-aligned home deck, Type II (70 us) tape, Dolby B", {
         "azimuth": (1.0, {"delay_us": (0.0, 30.0), "hf_loss_hz": (14_000.0, 16_000.0)}),
         "rolloff": (1.0, {"corner_hz": (15_500.0, 16_500.0)}),
