@@ -112,8 +112,8 @@ class TrainConfig:
         unknown = set(values) - known
         if unknown:
             raise ValueError(f"{path}: unknown settings {sorted(unknown)}")
-        if "band_limit_hz" in values:
-            values["band_limit_hz"] = tuple(values["band_limit_hz"])  # TOML has arrays, the config tuples
+        # TOML has arrays where the (frozen, hashable) config has tuples.
+        values = {key: tuple(value) if isinstance(value, list) else value for key, value in values.items()}
         return cls(**{**values, **{k: v for k, v in overrides.items() if v is not None}})
 
 
