@@ -35,10 +35,21 @@ def test_features_use_a_fixed_full_scale_reference():
     assert spectral.to_features(torch.tensor([0.0, 1e9])).tolist() == [-1.0, 1.0]
 
 
-def test_crossfade_weights_sum_to_one_between_neighbouring_tiles():
-    weights = spectral.crossfade_window(512)
-    assert torch.allclose(weights[:256] + weights[256:], torch.ones(256))
+@pytest.mark.parametrize("overlap", [1, 64, 128, 256])
+def test_crossfade_weights_sum_to_one_between_neighbouring_tiles(overlap):
+    weights = spectral.crossfade_window(512, overlap_frames=overlap)
+    hop = 512 - overlap
+    assert torch.allclose(weights[hop:] + weights[:overlap], torch.ones(overlap))
+    assert torch.equal(weights[overlap:hop], torch.ones(hop - overlap))
     assert weights.min() > 0
+
+
+def test_crossfade_of_half_a_tile_is_one_hump_and_bad_overlaps_are_refused():
+    positions = torch.arange(512, dtype=torch.float64) + 0.5
+    hump = (torch.sin(torch.pi * positions / 512) ** 2).float()
+    assert torch.allclose(spectral.crossfade_window(512, overlap_frames=256), hump, atol=1e-7)
+    with pytest.raises(ValueError, match="257"):
+        spectral.crossfade_window(512, overlap_frames=257)
 
 
 @pytest.mark.parametrize("channels", [1, 2, 6])

@@ -17,7 +17,7 @@ from cassette_denoise.data import PairConfig, fixed_examples, scan_sources
 from cassette_denoise.losses import (
     LOSSES, compressed_plus_linear, gated_log_l1_plus_snr, log_l1_plus_compressed, log_l1_plus_snr, magnitude_snr_loss, mask_mae, output_log_l1,
 )
-from cassette_denoise.model import UNet, UNetConfig, parameter_count
+from cassette_denoise.model import UNet, UNetConfig, parameter_count, widen
 from cassette_denoise.checkpoint import save_model
 from cassette_denoise.train import TrainConfig, initialise_from, spectra_batch, train
 
@@ -92,7 +92,38 @@ def test_a_noise_floor_model_initialised_from_a_single_channel_one_computes_the_
         actual = widened.eval()(spectral.model_input(magnitude, noise_floor=True))
     torch.testing.assert_close(actual, expected)
     with pytest.raises(ValueError, match="cannot initialise"):
-        initialise_from(UNet(UNetConfig(base_width=8)), path)
+        initialise_from(UNet(UNetConfig(base_width=2)), path)
+    with pytest.raises(ValueError, match="cannot initialise"):
+        initialise_from(UNet(UNetConfig(base_width=4, levels=4)), path)
+
+
+@pytest.mark.parametrize("base_width", [4, 6, 8, 13])
+def test_widening_keeps_the_mask_exactly(base_width):
+    torch.manual_seed(0)
+    narrow = UNet(UNetConfig(base_width=4, noise_floor_input=True)).eval()
+    for parameter in narrow.parameters():  # weights that make every channel matter, not the near-constant start
+        parameter.data.normal_(std=0.3)
+    features = torch.rand(2, 2, 64, 32) * 2 - 1
+    wide = widen(narrow, base_width).eval()
+    assert wide.config.base_width == base_width
+    with torch.no_grad():
+        expected, actual = narrow(features, logits=True), wide(features, logits=True)
+    torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-4 * expected.abs().max().item())
+    with pytest.raises(ValueError, match="narrower"):
+        widen(narrow, 3)
+
+
+def test_a_wider_model_starts_from_a_narrow_checkpoint_with_its_copies_set_apart(tmp_path):
+    torch.manual_seed(0)
+    narrow = UNet(UNetConfig(base_width=4)).eval()
+    path = save_model(tmp_path / "narrow.safetensors", narrow)
+    wide = UNet(UNetConfig(base_width=8))
+    initialise_from(wide, path, generator=torch.Generator().manual_seed(0))
+    features = torch.rand(1, 1, 64, 32) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(wide.eval()(features), narrow(features), rtol=0, atol=1e-3)
+    first = wide.down[0][0].weight
+    assert not torch.equal(first[:4], first[4:])  # the copies can learn different things
 
 
 def test_spectra_batch_measures_the_floor_over_the_context_then_crops_the_centre():

@@ -117,11 +117,20 @@ def model_input(magnitude: torch.Tensor, *, noise_floor: bool) -> torch.Tensor:
     return torch.stack([features, floor], dim=1)
 
 
-def crossfade_window(tile_frames: int) -> torch.Tensor:
-    """Weights for blending overlapping tiles, ``(tile_frames,)``.
+def crossfade_window(tile_frames: int, *, overlap_frames: int) -> torch.Tensor:
+    """Weights for blending tiles that overlap their neighbours by ``overlap_frames``, ``(tile_frames,)``.
 
-    ``sin²`` sampled at half-frame offsets: strictly positive (so a lone tile at the start or end of
-    a file is still defined) and, for a hop of half a tile, summing to exactly 1 across neighbours.
+    ``sin²`` ramps over the first and last ``overlap_frames``, 1 in between, sampled at half-frame
+    offsets: strictly positive (so a lone tile at the start or end of a file is still defined) and
+    summing to exactly 1 across neighbours placed ``tile_frames - overlap_frames`` apart. An overlap
+    of half a tile gives one ``sin²`` hump over the whole tile.
+
+    Raises:
+        ValueError: ``overlap_frames`` outside ``1 … tile_frames // 2``.
     """
+    if not 1 <= overlap_frames <= tile_frames // 2:
+        raise ValueError(f"overlap_frames must be between 1 and {tile_frames // 2}, got {overlap_frames}")
     positions = torch.arange(tile_frames, dtype=torch.float64) + 0.5
-    return (torch.sin(torch.pi * positions / tile_frames) ** 2).float()
+    from_edge = torch.minimum(positions, tile_frames - positions)
+    ramp = torch.sin(0.5 * torch.pi * (from_edge / overlap_frames).clamp(max=1.0)) ** 2
+    return ramp.float()

@@ -39,9 +39,13 @@ from cassette_denoise.data import PairConfig, TrainingPairs, fixed_examples, loa
 from cassette_denoise.denoiser import DEFAULT_STRENGTH_DB, Denoiser, resolve_device
 from cassette_denoise.losses import LOSSES
 from cassette_denoise.metrics import lsd, si_sdr
-from cassette_denoise.model import UNet, UNetConfig, parameter_count
+from cassette_denoise.model import UNet, UNetConfig, parameter_count, widen
 
 log = logging.getLogger(__name__)
+
+#: Weight noise (a fraction of each tensor's spread) when a wider model starts from a narrower one:
+#: enough to let copied channels diverge, small enough to keep the starting scores (docs/MODEL_CARD.md).
+WIDEN_PERTURBATION = 0.01
 
 LOG_FIELDS = ["step", "elapsed_s", "learning_rate", "train_loss", "val_loss", "val_si_sdr_db",
               "val_si_sdr_improvement_db", "val_lsd_f80_db", "val_gain_db"]
@@ -258,7 +262,7 @@ def train(config: TrainConfig, *, resume: bool = False, progress=None) -> dict:
 
     model = UNet(UNetConfig(base_width=config.base_width, noise_floor_input=config.noise_floor_input))
     if config.init_from and not (resume and (run_dir / "latest.safetensors").exists()):
-        initialise_from(model, Path(config.init_from))
+        initialise_from(model, Path(config.init_from), generator=torch.Generator().manual_seed(config.seed))
     model = model.to(device, memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     state = {"step": 0, "best_val_si_sdr_db": -math.inf, "stale_validations": 0, "elapsed_s": 0.0}
@@ -347,19 +351,23 @@ def train(config: TrainConfig, *, resume: bool = False, progress=None) -> dict:
     return state
 
 
-def initialise_from(model: UNet, path: Path) -> None:
-    """Copy a trained checkpoint's weights into ``model``, which may take more input channels.
+def initialise_from(model: UNet, path: Path, *, generator: torch.Generator | None = None) -> None:
+    """Copy a trained checkpoint's weights into ``model``, which may be wider or take more input channels.
 
-    Every tensor must match in shape except the first convolution's input channels; the extra ones
-    start at zero, so ``model`` computes exactly what the checkpoint did until training moves them.
+    A narrower checkpoint is widened first (:func:`model.widen`, with 1 % weight noise from
+    ``generator`` so that the copied channels can learn different things). Extra input channels
+    start at zero. Apart from that noise, ``model`` then computes what the checkpoint did.
 
     Raises:
-        ValueError: the checkpoint's layout differs in anything but input channels.
+        ValueError: the checkpoint's layout differs in anything else, or is wider than ``model``.
     """
     source, _ = load_model(path)
-    expected = dataclasses.replace(model.config, noise_floor_input=source.config.noise_floor_input)
-    if source.config != expected:
+    expected = dataclasses.replace(model.config, noise_floor_input=source.config.noise_floor_input,
+                                   base_width=source.config.base_width)
+    if source.config != expected or source.config.base_width > model.config.base_width:
         raise ValueError(f"{path}: its config {source.config} cannot initialise {model.config}")
+    if source.config.base_width < model.config.base_width:
+        source = widen(source, model.config.base_width, perturbation=WIDEN_PERTURBATION, generator=generator)
     state = model.state_dict()
     for name, tensor in source.state_dict().items():
         target = state[name]
