@@ -84,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="corpus split to draw music from: test (the reported scores) or validation (to choose "
                              "between checkpoints without looking at the test music)")
     parser.add_argument("--no-peers", action="store_true", help="score only the models (e.g. to compare checkpoints)")
+    parser.add_argument("--strength-db", type=float,
+                        help="strength for every model (default: the denoiser's default)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=_common.RESULTS_DIR / "quality.json")
     args = parser.parse_args(argv)
@@ -92,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from cassette_denoise.denoiser import DEFAULT_STRENGTH_DB
+    if args.strength_db is None:
+        args.strength_db = DEFAULT_STRENGTH_DB
     from cassette_denoise.evaluate import peer_methods
 
     torch.set_num_threads(args.threads)
@@ -100,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown part(s) {sorted(unknown)}; choose synthetic and/or real")
     models, described = load_models(args, parser)
-    methods = [ModelMethod(name, denoiser, DEFAULT_STRENGTH_DB) for name, denoiser in models]
+    methods = [ModelMethod(name, denoiser, args.strength_db) for name, denoiser in models]
     if not args.no_peers:
         methods += peer_methods()
 
@@ -108,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "quality",
         "command": _common.command_line(),
         "machine": _common.machine_info(threads=args.threads),
-        "strength_db": DEFAULT_STRENGTH_DB,
+        "strength_db": args.strength_db,
         "models": described,
         "notes": [
             "Scores are against the simulator's target (the clean music through the tape's signal path), so only "
