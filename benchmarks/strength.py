@@ -3,8 +3,8 @@
     python benchmarks/strength.py --model PATH [--corpus data/corpus] [--out benchmarks/results/strength.json]
 
 For each strength, the mean SI-SDR improvement and LSDf80 over the same fixed validation pairs the
-training run uses (the `training` preset), binned by input SNR. The default is the lowest strength within 0.05 dB of the best mean gain, provided
-the highest-SNR bin (near-clean music) loses nothing.
+training run uses (the `training` preset), binned by input SNR. The default is the lowest strength
+within 0.05 dB of the best mean gain, provided the highest-SNR bin (near-clean music) loses nothing.
 """
 
 from __future__ import annotations
