@@ -86,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-peers", action="store_true", help="score only the models (e.g. to compare checkpoints)")
     parser.add_argument("--strength-db", type=float,
                         help="strength for every model (default: the denoiser's default)")
+    parser.add_argument("--mask-exponent", type=float,
+                        help="mask exponent for every model (default: each model's calibrated one)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=_common.RESULTS_DIR / "quality.json")
     args = parser.parse_args(argv)
@@ -144,7 +146,8 @@ def load_models(args, parser) -> tuple[list[tuple[str, object]], dict]:
     models, described = [], {}
     for name, path in requested:
         try:
-            denoiser = Denoiser.from_checkpoint(path) if path else Denoiser.from_pretrained()
+            options = {"mask_exponent": args.mask_exponent}
+            denoiser = Denoiser.from_checkpoint(path, **options) if path else Denoiser.from_pretrained(**options)
         except (CheckpointError, OSError) as error:
             hint = "" if path else " (the bundled weights are missing: pass --model PATH)"
             parser.error(f"{name}: cannot load the model: {error}{hint}")
@@ -152,6 +155,7 @@ def load_models(args, parser) -> tuple[list[tuple[str, object]], dict]:
         described[name] = {
             "path": str(path) if path else "bundled",
             "config": dataclasses.asdict(denoiser.model.config),
+            "mask_exponent": denoiser.mask_exponent,
             "training_data": denoiser.metadata.get("training_data"),
             "metrics": denoiser.metadata.get("metrics"),
         }

@@ -94,3 +94,25 @@ def test_a_noise_floor_model_streams_identically_and_loads_back(tmp_path):
     pieces = [stream.process(audio[:, s: s + 30_001]) for s in range(0, audio.shape[1], 30_001)]
     np.testing.assert_array_equal(np.concatenate([*pieces, stream.finish()], axis=1), whole)
     assert not np.allclose(whole, audio, atol=1e-3)  # the random model does change the audio
+
+
+def test_mask_exponent_comes_from_the_sidecar_and_keeps_a_full_mask_whole(tmp_path, random_model, pass_through_model):
+    audio = music_like(2, 44100 * 3, 44100, seed=5)
+    path = save_model(tmp_path / "cal.safetensors", random_model, metadata={"calibration": {"mask_exponent": 2.0}})
+    calibrated = Denoiser.from_checkpoint(path, device="cpu")
+    assert calibrated.mask_exponent == 2.0
+    np.testing.assert_array_equal(calibrated.denoise(audio, 44100),
+                                  Denoiser(random_model, device="cpu", mask_exponent=2.0).denoise(audio, 44100))
+    raw = Denoiser(random_model, device="cpu")
+    assert raw.mask_exponent == 1.0
+    # A sharper mask attenuates more wherever the mask is below 1.
+    assert np.sum(calibrated.denoise(audio, 44100) ** 2) < np.sum(raw.denoise(audio, 44100) ** 2)
+    # ... and a mask of 1 stays 1: the signal path alone is exact.
+    sharp = Denoiser(pass_through_model, device="cpu", mask_exponent=3.0).denoise(audio, 44100)
+    np.testing.assert_allclose(sharp, audio, atol=1e-5)
+
+
+@pytest.mark.parametrize("exponent", [0.0, -1.0, 100.0])
+def test_an_out_of_range_mask_exponent_is_refused(random_model, exponent):
+    with pytest.raises(ValueError, match=str(exponent)):
+        Denoiser(random_model, device="cpu", mask_exponent=exponent)

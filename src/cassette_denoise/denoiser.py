@@ -6,7 +6,8 @@ The signal path (the seed's, with its flaws fixed):
 2. STFT (512 bins, hop 512), magnitude → dB against a fixed full-scale reference → ``[-1, 1]``;
 3. tiles of 512 frames overlapping by TILE_OVERLAP_FRAMES; the model predicts a 0-1 mask per tile;
    overlapping masks are cross-faded with weights that sum to one, so there are no seams;
-4. the mask is floored at ``-strength_db`` dB, multiplied with the noisy spectrum (noisy phase kept);
+4. the mask is raised to the model's calibrated exponent, floored at ``-strength_db`` dB and
+   multiplied with the noisy spectrum (noisy phase kept);
 5. inverse STFT by weighted overlap-add; resample back; exactly the input's length.
 
 Everything runs through :class:`DenoiseStream`, which takes any block sizes and holds only a few
@@ -80,26 +81,34 @@ class Denoiser:
     8 to 192 kHz; each channel is denoised on its own.
     """
 
-    def __init__(self, model: UNet, *, device: str = "auto", metadata: dict | None = None):
+    def __init__(self, model: UNet, *, device: str = "auto", metadata: dict | None = None,
+                 mask_exponent: float | None = None):
+        """``mask_exponent`` defaults to the one calibrated for this model (its sidecar's
+        ``calibration.mask_exponent``; 1, the raw mask, for a model without one)."""
         self.device = resolve_device(device)
         # channels_last halves CPU inference time for this narrow network (oneDNN's fast path).
         self.model = model.eval().to(self.device, memory_format=torch.channels_last)
         self.metadata = metadata or {}
+        if mask_exponent is None:
+            mask_exponent = self.metadata.get("calibration", {}).get("mask_exponent", 1.0)
+        if not 0.25 <= mask_exponent <= 8:
+            raise ValueError(f"mask_exponent must be between 0.25 and 8, got {mask_exponent}")
+        self.mask_exponent = float(mask_exponent)
         if TILE_FRAMES % model.config.frame_multiple:
             raise ValueError(f"tile of {TILE_FRAMES} frames does not fit a {model.config.levels}-level U-Net")
 
     @classmethod
-    def from_pretrained(cls, *, device: str = "auto") -> "Denoiser":
+    def from_pretrained(cls, *, device: str = "auto", mask_exponent: float | None = None) -> "Denoiser":
         """The model bundled inside the package (no download)."""
         weights = resources.files("cassette_denoise") / "weights" / f"{BUNDLED_MODEL}.safetensors"
         with resources.as_file(weights) as path:
-            return cls.from_checkpoint(path, device=device)
+            return cls.from_checkpoint(path, device=device, mask_exponent=mask_exponent)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, *, device: str = "auto") -> "Denoiser":
+    def from_checkpoint(cls, path: str | Path, *, device: str = "auto", mask_exponent: float | None = None) -> "Denoiser":
         """A user's or a training run's ``.safetensors`` file (with its JSON sidecar)."""
         model, metadata = load_model(path)
-        return cls(model, device=device, metadata=metadata)
+        return cls(model, device=device, metadata=metadata, mask_exponent=mask_exponent)
 
     def stream(self, *, channels: int, sample_rate: int, strength_db: float = DEFAULT_STRENGTH_DB) -> "DenoiseStream":
         return DenoiseStream(self, channels=channels, sample_rate=sample_rate, strength_db=strength_db)
@@ -193,7 +202,7 @@ class DenoiseStream:
         self._to_model = Resampler(sample_rate, MODEL_SAMPLE_RATE, channels)
         self._from_model = Resampler(MODEL_SAMPLE_RATE, sample_rate, channels)
         self._core = _MaskStream(denoiser.model, device=denoiser.device, channels=channels,
-                                 mask_floor=10 ** (-strength_db / 20))
+                                 mask_exponent=denoiser.mask_exponent, mask_floor=10 ** (-strength_db / 20))
         self._samples_in = 0
 
     def process(self, block: np.ndarray) -> np.ndarray:
@@ -221,8 +230,9 @@ class _MaskStream:
     ``(f + 1) * HOP`` are. Each buffer below stores only what is not final yet.
     """
 
-    def __init__(self, model: UNet, *, device: torch.device, channels: int, mask_floor: float):
-        self.model, self.device, self.channels, self.mask_floor = model, device, channels, mask_floor
+    def __init__(self, model: UNet, *, device: torch.device, channels: int, mask_exponent: float, mask_floor: float):
+        self.model, self.device, self.channels = model, device, channels
+        self.mask_exponent, self.mask_floor = mask_exponent, mask_floor
         self.tile_hop = TILE_FRAMES - TILE_OVERLAP_FRAMES
         self.crossfade = spectral.crossfade_window(TILE_FRAMES, overlap_frames=TILE_OVERLAP_FRAMES)
         self._samples_in = 0
@@ -326,7 +336,10 @@ class _MaskStream:
         """Overlap-add the newly final frames and return the signal samples that became final."""
         count = final_frames - self._spec_start
         if count > 0:
-            mask = (self._mask_sum[..., :count] / self._weight_sum[:count]).clamp(min=self.mask_floor)
+            mask = self._mask_sum[..., :count] / self._weight_sum[:count]
+            # The trained masks are too timid where they are well below 1 (see the model card's
+            # calibration); a power sharpens them and leaves a mask of 1 exactly 1.
+            mask = (mask**self.mask_exponent).clamp(min=self.mask_floor)
             frame_sum, envelope = spectral.istft_frames(self._spectra[..., :count] * mask)
             offset = self._spec_start * spectral.HOP - self._out_start
             grow = offset + frame_sum.shape[-1] - self._out_sum.shape[-1]
