@@ -37,8 +37,8 @@ from cassette_denoise.model import UNet
 log = logging.getLogger(__name__)
 
 #: Most attenuation any time-frequency bin gets. Chosen on the validation split (benchmarks/strength.py) as the
-#: lowest strength within 0.05 dB of the best mean SI-SDR gain: for the bundled model 30 dB (+4.87 dB; 20 dB
-#: +4.75, 40-60 dB +4.88), with near-clean music (input SNR ≥ 30 dB) unchanged at +0.88 dB.
+#: lowest strength within 0.05 dB of the best mean SI-SDR gain: for the bundled model with its calibrated mask
+#: exponent 30 dB (+5.13 dB; 20 dB +5.00, 40-60 dB +5.13), near-clean music (input SNR ≥ 30 dB) +0.96 dB.
 DEFAULT_STRENGTH_DB = 30.0
 TILE_FRAMES = 512
 #: Frames each tile shares with the next: the model runs TILE_FRAMES / (TILE_FRAMES - overlap) times per
