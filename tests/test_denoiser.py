@@ -116,3 +116,9 @@ def test_mask_exponent_comes_from_the_sidecar_and_keeps_a_full_mask_whole(tmp_pa
 def test_an_out_of_range_mask_exponent_is_refused(random_model, exponent):
     with pytest.raises(ValueError, match=str(exponent)):
         Denoiser(random_model, device="cpu", mask_exponent=exponent)
+
+
+def test_a_malformed_calibration_in_the_sidecar_is_refused_with_the_file_named(tmp_path, random_model):
+    path = save_model(tmp_path / "m.safetensors", random_model, metadata={"calibration": {"mask_exponent": "two"}})
+    with pytest.raises(CheckpointError, match="bad calibration.*two"):
+        load_model(path)

@@ -1,7 +1,8 @@
 """Model files: safetensors weights plus a JSON sidecar; loading never unpickles code.
 
 ``NAME.safetensors`` holds the tensors; ``NAME.json`` holds the format version, the model config,
-package and torch versions, a description of the training data and the measured metrics.
+package and torch versions, a description of the training data, the measured metrics and, once
+chosen (benchmarks/mask_exponent.py), the inference calibration ``{"mask_exponent": p}``.
 """
 
 from __future__ import annotations
@@ -74,6 +75,9 @@ def load_model(path: str | os.PathLike) -> tuple[UNet, dict[str, Any]]:
         config = UNetConfig(**sidecar["config"])
     except (KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"{path}: bad model config in sidecar ({error})") from None
+    calibration = sidecar.get("calibration", {})
+    if not isinstance(calibration, dict) or not isinstance(calibration.get("mask_exponent", 1.0), (int, float)):
+        raise CheckpointError(f"{path}: bad calibration in sidecar ({calibration!r}); want {{\"mask_exponent\": number}}")
     model = UNet(config)
     try:
         model.load_state_dict(load_file(str(path)), strict=True)
