@@ -144,9 +144,9 @@ def load_models(args, parser) -> tuple[list[tuple[str, object]], dict]:
             parser.error(f"--extra-model wants NAME=PATH, got {item!r}")
         requested.append((name, Path(path)))
     models, described = [], {}
+    options = {"mask_exponent": args.mask_exponent}
     for name, path in requested:
         try:
-            options = {"mask_exponent": args.mask_exponent}
             denoiser = Denoiser.from_checkpoint(path, **options) if path else Denoiser.from_pretrained(**options)
         except (CheckpointError, OSError) as error:
             hint = "" if path else " (the bundled weights are missing: pass --model PATH)"
