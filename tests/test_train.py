@@ -1,6 +1,7 @@
 """Model and training properties: mask range, losses, a short run learns, resume, 2-process DDP."""
 
 import csv
+import dataclasses
 import json
 import os
 import subprocess
@@ -67,12 +68,12 @@ def test_a_short_run_on_one_batch_lowers_the_loss(corpus, loss_name):
     torch.manual_seed(0)
     noisy, target = fixed_examples(scan_sources(sorted(corpus.glob("*.flac"))), config=PairConfig(crop_frames=32),
                                    count=4, seed=0)
-    features, noisy_magnitude, target_magnitude = spectra_batch(noisy, target)
+    features, noisy_spectrum, target_spectrum = spectra_batch(noisy, target)
     model = UNet(UNetConfig(base_width=4, dropout=0.0))
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     losses = []
     for _ in range(30):
-        loss = LOSSES[loss_name](model(features), noisy_magnitude, target_magnitude)
+        loss = LOSSES[loss_name](model(features), noisy_spectrum, target_spectrum)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -129,9 +130,9 @@ def test_a_wider_model_starts_from_a_narrow_checkpoint_with_its_copies_set_apart
 def test_spectra_batch_measures_the_floor_over_the_context_then_crops_the_centre():
     noisy, target = torch.randn(2, 64 * spectral.HOP + spectral.N_FFT), torch.randn(2, 64 * spectral.HOP + spectral.N_FFT)
     full, _, _ = spectra_batch(noisy, target, noise_floor=True)
-    cropped, noisy_magnitude, target_magnitude = spectra_batch(noisy, target, noise_floor=True, crop_frames=32)
+    cropped, noisy_spectrum, target_spectrum = spectra_batch(noisy, target, noise_floor=True, crop_frames=32)
     assert cropped.shape == (2, 2, spectral.BINS, 32)
-    assert noisy_magnitude.shape == target_magnitude.shape == (2, 1, spectral.BINS, 32)
+    assert noisy_spectrum.shape == target_spectrum.shape == (2, 1, spectral.BINS, 32)
     torch.testing.assert_close(cropped, full[..., 16:48])
 
 
@@ -143,6 +144,21 @@ def test_magnitude_snr_loss_is_the_error_ratio_in_20_db_units_and_capped_for_a_p
     torch.testing.assert_close(magnitude_snr_loss(torch.full_like(noisy, 0.5), noisy, target), torch.tensor(-2.5), atol=1e-3, rtol=0)
     assert log_l1_plus_snr(torch.full_like(noisy, 0.45), noisy, target) > log_l1_plus_snr(
         torch.full_like(noisy, 0.5), noisy, target)
+
+
+def test_snr_loss_on_complex_spectra_counts_the_phase_error_that_magnitudes_cannot_see():
+    generator = torch.Generator().manual_seed(0)
+    target = torch.complex(torch.randn(2, 1, 512, 32, generator=generator), torch.randn(2, 1, 512, 32, generator=generator))
+    turned = target * torch.exp(1j * torch.rand(target.shape, generator=generator) * 0.6)
+    mask = torch.full(target.shape, 0.8)
+    # In phase, complex spectra score exactly as their magnitudes.
+    torch.testing.assert_close(magnitude_snr_loss(mask, target, target), magnitude_snr_loss(mask, target.abs(), target.abs()))
+    # Turned phases: the magnitudes see no error at a mask of 1, the complex spectra do.
+    ones = torch.ones(target.shape)
+    assert magnitude_snr_loss(ones, turned.abs(), target.abs()) < -2.4
+    assert magnitude_snr_loss(ones, turned, target) > -1.0
+    # ... and prefers a gain below 1 there, as the cosine of the phase error asks.
+    assert magnitude_snr_loss(torch.full(target.shape, 0.9), turned, target) < magnitude_snr_loss(ones, turned, target)
 
 
 def test_gated_loss_asks_for_silence_only_where_the_music_is_buried_under_the_noise():
@@ -214,6 +230,24 @@ def test_band_limited_pairs_keep_the_music_below_the_corner_and_nothing_above(co
     above = torch.arange(spectral.BINS) * 44100 / spectral.N_FFT > 8000
     assert (magnitude[:, above].sum(-1) / reference[:, above].sum(-1)).max() < 10 ** (-40 / 10)
     assert unlimited.abs().max() > 0 and target.abs().max() > 0
+
+
+def test_rescaled_noise_puts_the_whole_noise_at_the_drawn_ratio_under_the_music(corpus):
+    sources = scan_sources(sorted(corpus.glob("*.flac")))
+    config = PairConfig(crop_frames=64, preset="walkman-ferric", noise_snr_probability=1.0, noise_snr_db=(15.0, 15.0))
+    noisy, target = fixed_examples(sources, config=config, count=3, seed=0)
+    snr_db = 10 * torch.log10(target.pow(2).mean(-1) / (noisy - target).pow(2).mean(-1))
+    torch.testing.assert_close(snr_db, torch.full((3,), 15.0), atol=0.01, rtol=0)
+    # The same draws without the rescaling give the same music; only the noise's level differs.
+    _, plain_target = fixed_examples(sources, config=dataclasses.replace(config, noise_snr_probability=0.0), count=3, seed=0)
+    torch.testing.assert_close(target[0], plain_target[0])
+
+
+def test_noise_snr_options_are_checked():
+    with pytest.raises(ValueError, match="1.5"):
+        PairConfig(noise_snr_probability=1.5)
+    with pytest.raises(ValueError, match="30.0, 10.0"):
+        PairConfig(noise_snr_db=(30.0, 10.0))
 
 
 def test_band_limit_rejects_a_corner_above_nyquist():

@@ -38,6 +38,13 @@ class PairConfig:
     band_limit_probability: float = 0.0
     #: Range of the band limit's -3 dB corner, Hz, drawn log-uniformly; the low-pass falls 48 dB per octave.
     band_limit_hz: tuple[float, float] = (4000.0, 16000.0)
+    #: Probability that all the tape's noise together (hiss, hum, rumble, echoes ...) is rescaled to a
+    #: music-to-noise ratio drawn from ``noise_snr_db``. The presets set each noise in dBFS, so hum and
+    #: rumble otherwise stay 30-60 dB under the music, and a model never learns to take them out of a
+    #: tape where they, like the hiss, are only 10-20 dB down (0 = never; older runs drew no such number).
+    noise_snr_probability: float = 0.0
+    #: Range of that ratio, dB, drawn uniformly.
+    noise_snr_db: tuple[float, float] = (0.0, 40.0)
 
     def __post_init__(self):
         if not 0.0 <= self.band_limit_probability <= 1.0:
@@ -45,6 +52,10 @@ class PairConfig:
         low, high = self.band_limit_hz
         if not 0.0 < low <= high < MODEL_SAMPLE_RATE / 2:
             raise ValueError(f"band_limit_hz must be 0 < low <= high < {MODEL_SAMPLE_RATE / 2:g}, got {self.band_limit_hz}")
+        if not 0.0 <= self.noise_snr_probability <= 1.0:
+            raise ValueError(f"noise_snr_probability must be in [0, 1], got {self.noise_snr_probability}")
+        if not self.noise_snr_db[0] <= self.noise_snr_db[1]:
+            raise ValueError(f"noise_snr_db must be (low, high) with low <= high, got {self.noise_snr_db}")
 
     @property
     def crop_samples(self) -> int:
@@ -101,12 +112,27 @@ def make_example(
     if noises and rng.random() < config.recorded_noise_probability:
         noisy = noisy + _recorded_noise(noises, target, length, config, rng)
     crop = slice(MARGIN_SAMPLES, MARGIN_SAMPLES + config.crop_samples)
+    if config.noise_snr_probability and rng.random() < config.noise_snr_probability:
+        noisy = target + rescaled_noise(noisy[crop] - target[crop], noisy - target, target[crop],
+                                        snr_db=rng.uniform(*config.noise_snr_db))
     return noisy[crop].astype(np.float32), target[crop].astype(np.float32)
 
 
 def band_limit(audio: np.ndarray, *, corner_hz: float) -> np.ndarray:
     """Zero-phase 8th-order Butterworth low-pass of 44.1 kHz ``(channels, samples)`` audio, -3 dB at ``corner_hz``."""
     return fft_filter(audio, MODEL_SAMPLE_RATE, lambda freqs_hz: lowpass_response(freqs_hz, corner_hz, order=8))
+
+
+def rescaled_noise(measured_noise: np.ndarray, noise: np.ndarray, measured_music: np.ndarray, *,
+                   snr_db: float) -> np.ndarray:
+    """``noise`` times the gain that puts ``measured_noise`` ``snr_db`` under ``measured_music`` (RMS ratio).
+
+    Silent music or no noise leaves ``noise`` as it is: there is no ratio to set.
+    """
+    music_power, noise_power = float(np.mean(measured_music**2)), float(np.mean(measured_noise**2))
+    if music_power <= 0.0 or noise_power <= 0.0:
+        return noise
+    return noise * np.float32(np.sqrt(music_power / noise_power * 10 ** (-snr_db / 10)))
 
 
 def _recorded_noise(noises, target, length, config, rng) -> np.ndarray:

@@ -1,10 +1,13 @@
 """Training losses on a predicted mask.
 
-Every loss takes ``mask``, ``noisy`` and ``target`` magnitudes shaped ``(batch, 1, BINS, frames)``
-and returns a scalar.
+Every loss takes ``mask``, ``noisy`` and ``target`` shaped ``(batch, 1, BINS, frames)`` and returns a
+scalar. The functions below take magnitudes unless they say otherwise; :data:`LOSSES`, which training
+calls, takes the complex STFTs and hands each loss what it compares.
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 
@@ -101,14 +104,15 @@ def log_l1_plus_compressed(mask: torch.Tensor, noisy: torch.Tensor, target: torc
 
 def magnitude_snr_loss(mask: torch.Tensor, noisy: torch.Tensor, target: torch.Tensor, *,
                        best_snr_db: float = 50.0) -> torch.Tensor:
-    """Negative signal-to-error ratio of the masked magnitudes per example, in units of 20 dB.
+    """Negative signal-to-error ratio of the masked spectra per example, in units of 20 dB.
 
-    Energy-weighted like SI-SDR (the mask cannot change phase, so the magnitude error is what it
-    controls) but scale-sensitive, so a global gain slip costs. The error is softly floored
-    ``best_snr_db`` below the target, so near-clean examples do not chase vanishing errors.
+    Energy-weighted like SI-SDR but scale-sensitive, so a global gain slip costs. The error is softly
+    floored ``best_snr_db`` below the target, so near-clean examples do not chase vanishing errors.
+    On magnitudes it ignores phase; on complex spectra it is the waveform's SNR (the window's
+    overlap-add is constant), which is what the noisy-phase output is scored by.
     """
-    target_energy = target.pow(2).sum(dim=(1, 2, 3))
-    error_energy = (mask * noisy - target).pow(2).sum(dim=(1, 2, 3))
+    target_energy = target.abs().pow(2).sum(dim=(1, 2, 3))
+    error_energy = (mask * noisy - target).abs().pow(2).sum(dim=(1, 2, 3))
     floor = target_energy * 10 ** (-best_snr_db / 10) + 1e-12
     return (10 * torch.log10((error_energy + floor) / (target_energy + 1e-12))).mean() / 20
 
@@ -119,13 +123,28 @@ def log_l1_plus_snr(mask: torch.Tensor, noisy: torch.Tensor, target: torch.Tenso
     return output_log_l1(mask, noisy, target) + magnitude_snr_loss(mask, noisy, target)
 
 
-# compressed_mse alone is a building block, not a choice: from pass-through it learns slowly and, once
-# trained, lowers the music's level (see docs/MODEL_CARD.md).
+def log_l1_plus_complex_snr(mask: torch.Tensor, noisy: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """:func:`log_l1_plus_snr` with the SNR taken on the complex spectra (``noisy`` and ``target`` complex).
+
+    The magnitude SNR teaches the ratio |S|/|X|; with the noisy phase kept, the gain that minimises
+    the waveform error is |S|cos(Δφ)/|X|, lower wherever the noise turns the phase (measured: the
+    magnitude-trained masks want squaring, docs/MODEL_CARD.md "Session 5").
+    """
+    return output_log_l1(mask, noisy.abs(), target.abs()) + magnitude_snr_loss(mask, noisy, target)
+
+
+def _on_magnitudes(loss):
+    @functools.wraps(loss)
+    def on_spectra(mask: torch.Tensor, noisy: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return loss(mask, noisy.abs(), target.abs())
+    return on_spectra
+
+
+# Each takes the complex STFTs. compressed_mse alone is a building block, not a choice: from
+# pass-through it learns slowly and, once trained, lowers the music's level (see docs/MODEL_CARD.md).
 LOSSES = {
-    "mask_mae": mask_mae,
-    "output_log_l1": output_log_l1,
-    "compressed_plus_linear": compressed_plus_linear,
-    "log_l1_plus_compressed": log_l1_plus_compressed,
-    "log_l1_plus_snr": log_l1_plus_snr,
-    "gated_log_l1_plus_snr": gated_log_l1_plus_snr,
+    **{loss.__name__: _on_magnitudes(loss) for loss in (
+        mask_mae, output_log_l1, compressed_plus_linear, log_l1_plus_compressed, log_l1_plus_snr,
+        gated_log_l1_plus_snr)},
+    "log_l1_plus_complex_snr": log_l1_plus_complex_snr,
 }

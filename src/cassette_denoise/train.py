@@ -73,6 +73,9 @@ class TrainConfig:
     #: Share of examples whose clean music is band-limited first, and the corner range (see ``PairConfig``).
     band_limit_probability: float = 0.0
     band_limit_hz: tuple[float, float] = (4000.0, 16000.0)
+    #: Share of examples whose whole noise is rescaled to a music-to-noise ratio in ``noise_snr_db`` (see ``PairConfig``).
+    noise_snr_probability: float = 0.0
+    noise_snr_db: tuple[float, float] = (0.0, 40.0)
     batch_size: int = 8
     crop_frames: int = 128
     learning_rate: float = 1e-3
@@ -151,22 +154,22 @@ def learning_rate_at(step: int, config: TrainConfig) -> float:
 def spectra_batch(noisy: torch.Tensor, target: torch.Tensor, *, noise_floor: bool = False,
                   crop_frames: int | None = None):
     """Waveforms ``(batch, samples)`` -> model input ``(batch, channels, BINS, frames)``, noisy and target
-    magnitudes ``(batch, 1, BINS, frames)``.
+    complex STFTs ``(batch, 1, BINS, frames)`` (what :data:`LOSSES` take).
 
     The input is computed over every frame (so a noise floor sees the whole context) and then all three
     are cut to the centre ``crop_frames`` frames when given.
     """
-    noisy_magnitude = spectral.stft(noisy).abs()
-    target_magnitude = spectral.stft(target).abs().unsqueeze(1)
-    features = spectral.model_input(noisy_magnitude, noise_floor=noise_floor)
-    noisy_magnitude = noisy_magnitude.unsqueeze(1)
+    noisy_spectrum = spectral.stft(noisy)
+    target_spectrum = spectral.stft(target).unsqueeze(1)
+    features = spectral.model_input(noisy_spectrum.abs(), noise_floor=noise_floor)
+    noisy_spectrum = noisy_spectrum.unsqueeze(1)
     if crop_frames is not None and crop_frames < features.shape[-1]:
         first = (features.shape[-1] - crop_frames) // 2
         window = slice(first, first + crop_frames)
-        features, noisy_magnitude, target_magnitude = (
-            features[..., window], noisy_magnitude[..., window], target_magnitude[..., window])
+        features, noisy_spectrum, target_spectrum = (
+            features[..., window], noisy_spectrum[..., window], target_spectrum[..., window])
     # channels_last makes oneDNN's convolutions 2-3x faster for this narrow network on CPU.
-    return features.contiguous(memory_format=torch.channels_last), noisy_magnitude, target_magnitude
+    return features.contiguous(memory_format=torch.channels_last), noisy_spectrum, target_spectrum
 
 
 def logit_penalty(logits: torch.Tensor, *, limit: float) -> torch.Tensor:
@@ -178,9 +181,9 @@ def validate(model: UNet, noisy: torch.Tensor, target: torch.Tensor, *, loss_nam
     """Scores on fixed pairs ``(count, samples)`` through the real inference path (tiles, overlap-add)."""
     model.eval()
     with torch.no_grad():
-        features, noisy_magnitude, target_magnitude = spectra_batch(
+        features, noisy_spectrum, target_spectrum = spectra_batch(
             noisy, target, noise_floor=model.config.noise_floor_input)
-        loss = float(LOSSES[loss_name](model(features), noisy_magnitude, target_magnitude))
+        loss = float(LOSSES[loss_name](model(features), noisy_spectrum, target_spectrum))
     denoiser = Denoiser(copy.deepcopy(model), device="cpu")
     noisy_np, target_np = noisy.numpy(), target.numpy()
     outputs = np.concatenate([
@@ -248,7 +251,8 @@ def train(config: TrainConfig, *, resume: bool = False, progress=None) -> dict:
     noises = load_noise_recordings(find_audio_files(config.noise_dir)) if config.noise_dir else []
     example_frames = config.context_frames if config.noise_floor_input else config.crop_frames
     pairs = PairConfig(crop_frames=example_frames, preset=config.preset,
-                       band_limit_probability=config.band_limit_probability, band_limit_hz=config.band_limit_hz)
+                       band_limit_probability=config.band_limit_probability, band_limit_hz=config.band_limit_hz,
+                       noise_snr_probability=config.noise_snr_probability, noise_snr_db=config.noise_snr_db)
     validation_pairs = dataclasses.replace(pairs, crop_frames=config.validation_crop_frames)
     val_noisy, val_target = fixed_examples(validation_sources, config=validation_pairs, seed=10_000 + config.seed,
                                            count=config.validation_examples, noises=noises)
@@ -300,13 +304,13 @@ def train(config: TrainConfig, *, resume: bool = False, progress=None) -> dict:
         while state["step"] < config.max_steps:
             trainable.train()
             noisy, target = next(batches)
-            features, noisy_magnitude, target_magnitude = spectra_batch(
+            features, noisy_spectrum, target_spectrum = spectra_batch(
                 noisy.to(device), target.to(device), noise_floor=config.noise_floor_input, crop_frames=config.crop_frames)
             rate = learning_rate_at(state["step"], config)
             for group in optimizer.param_groups:
                 group["lr"] = rate
             logits = trainable(features, logits=True)
-            loss = LOSSES[config.loss](torch.sigmoid(logits), noisy_magnitude, target_magnitude)
+            loss = LOSSES[config.loss](torch.sigmoid(logits), noisy_spectrum, target_spectrum)
             if config.logit_penalty:
                 loss = loss + config.logit_penalty * logit_penalty(logits, limit=config.logit_limit)
             optimizer.zero_grad(set_to_none=True)
