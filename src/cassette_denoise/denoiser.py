@@ -2,7 +2,8 @@
 
 The signal path (the seed's, with its flaws fixed):
 
-1. resample to 44.1 kHz (soxr) if needed;
+1. resample to 44.1 kHz (soxr) if needed, and subtract mains hum that holds over several seconds
+   (:mod:`cassette_denoise.hum`; a 43 Hz bin cannot take it out without the bass);
 2. STFT (512 bins, hop 512), magnitude → dB against a fixed full-scale reference → ``[-1, 1]``;
 3. tiles of 512 frames overlapping by TILE_OVERLAP_FRAMES; the model predicts a 0-1 mask per tile;
    overlapping masks are cross-faded with weights that sum to one, so there are no seams;
@@ -32,6 +33,7 @@ from cassette_denoise.audio import (
     MODEL_SAMPLE_RATE, AtomicAudioWriter, AudioError, Resampler, iter_blocks, output_length, probe,
 )
 from cassette_denoise.checkpoint import load_model
+from cassette_denoise.hum import HumRemover
 from cassette_denoise.model import UNet
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,8 @@ log = logging.getLogger(__name__)
 #: lowest strength within 0.05 dB of the best mean SI-SDR gain: for the bundled model with its calibrated mask
 #: exponent 30 dB (+5.13 dB; 20 dB +5.00, 40-60 dB +5.13), near-clean music (input SNR ≥ 30 dB) +0.96 dB.
 DEFAULT_STRENGTH_DB = 30.0
+#: The hum stage (see :mod:`cassette_denoise.hum`) is on unless a caller switches it off.
+REMOVE_HUM = True
 TILE_FRAMES = 512
 #: Frames each tile shares with the next: the model runs TILE_FRAMES / (TILE_FRAMES - overlap) times per
 #: frame, so this sets most of the speed. Chosen on the validation split (docs/MODEL_CARD.md).
@@ -82,9 +86,11 @@ class Denoiser:
     """
 
     def __init__(self, model: UNet, *, device: str = "auto", metadata: dict | None = None,
-                 mask_exponent: float | None = None):
+                 mask_exponent: float | None = None, remove_hum: bool = REMOVE_HUM):
         """``mask_exponent`` defaults to the one calibrated for this model (its sidecar's
-        ``calibration.mask_exponent``; 1, the raw mask, for a model without one)."""
+        ``calibration.mask_exponent``; 1, the raw mask, for a model without one). ``remove_hum``
+        switches the hum stage before the model."""
+        self.remove_hum = remove_hum
         self.device = resolve_device(device)
         # channels_last halves CPU inference time for this narrow network (oneDNN's fast path).
         self.model = model.eval().to(self.device, memory_format=torch.channels_last)
@@ -98,17 +104,19 @@ class Denoiser:
             raise ValueError(f"tile of {TILE_FRAMES} frames does not fit a {model.config.levels}-level U-Net")
 
     @classmethod
-    def from_pretrained(cls, *, device: str = "auto", mask_exponent: float | None = None) -> "Denoiser":
+    def from_pretrained(cls, *, device: str = "auto", mask_exponent: float | None = None,
+                        remove_hum: bool = REMOVE_HUM) -> "Denoiser":
         """The model bundled inside the package (no download)."""
         weights = resources.files("cassette_denoise") / "weights" / f"{BUNDLED_MODEL}.safetensors"
         with resources.as_file(weights) as path:
-            return cls.from_checkpoint(path, device=device, mask_exponent=mask_exponent)
+            return cls.from_checkpoint(path, device=device, mask_exponent=mask_exponent, remove_hum=remove_hum)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, *, device: str = "auto", mask_exponent: float | None = None) -> "Denoiser":
+    def from_checkpoint(cls, path: str | Path, *, device: str = "auto", mask_exponent: float | None = None,
+                        remove_hum: bool = REMOVE_HUM) -> "Denoiser":
         """A user's or a training run's ``.safetensors`` file (with its JSON sidecar)."""
         model, metadata = load_model(path)
-        return cls(model, device=device, metadata=metadata, mask_exponent=mask_exponent)
+        return cls(model, device=device, metadata=metadata, mask_exponent=mask_exponent, remove_hum=remove_hum)
 
     def stream(self, *, channels: int, sample_rate: int, strength_db: float = DEFAULT_STRENGTH_DB) -> "DenoiseStream":
         return DenoiseStream(self, channels=channels, sample_rate=sample_rate, strength_db=strength_db)
@@ -201,6 +209,7 @@ class DenoiseStream:
         self.channels, self.sample_rate = channels, sample_rate
         self._to_model = Resampler(sample_rate, MODEL_SAMPLE_RATE, channels)
         self._from_model = Resampler(MODEL_SAMPLE_RATE, sample_rate, channels)
+        self._hum = HumRemover(channels=channels, sample_rate=MODEL_SAMPLE_RATE) if denoiser.remove_hum else None
         self._core = _MaskStream(denoiser.model, device=denoiser.device, channels=channels,
                                  mask_exponent=denoiser.mask_exponent, mask_floor=10 ** (-strength_db / 20))
         self._samples_in = 0
@@ -210,14 +219,19 @@ class DenoiseStream:
         if block.shape[0] != self.channels:
             raise ValueError(f"block has {block.shape[0]} channels, stream expects {self.channels}")
         self._samples_in += block.shape[1]
-        return self._from_model.process(self._core.process(self._to_model.process(block)))
+        return self._from_model.process(self._core.process(self._dehum(self._to_model.process(block))))
 
     def finish(self) -> np.ndarray:
         model_rate_total = output_length(self._samples_in, self.sample_rate, MODEL_SAMPLE_RATE)
-        tail = self._core.process(self._to_model.flush(total_out=model_rate_total))
-        tail = np.concatenate([tail, self._core.finish()], axis=1)
+        tail = self._dehum(self._to_model.flush(total_out=model_rate_total))
+        if self._hum is not None:
+            tail = np.concatenate([tail, self._hum.finish()], axis=1)
+        tail = np.concatenate([self._core.process(tail), self._core.finish()], axis=1)
         head = self._from_model.process(tail)
         return np.concatenate([head, self._from_model.flush(total_out=self._samples_in)], axis=1)
+
+    def _dehum(self, block: np.ndarray) -> np.ndarray:
+        return block if self._hum is None else self._hum.process(block)
 
 
 class _MaskStream:

@@ -36,6 +36,8 @@ def register(subparsers) -> None:
     target.add_argument("--out-dir", help="output folder; input folders are mirrored inside it")
     parser.add_argument("--strength-db", type=float, default=DEFAULT_STRENGTH_DB,
                         help=f"maximum attenuation in dB; lower keeps more natural hiss (default {DEFAULT_STRENGTH_DB:g})")
+    parser.add_argument("--keep-hum", action="store_true",
+                        help="skip the mains-hum stage (50/60 Hz harmonics that hold for seconds are subtracted by default)")
     parser.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
     parser.add_argument("--subtype", help="output subtype, e.g. PCM_16, PCM_24, FLOAT (default: the input's). "
                                           "Integer subtypes clip samples beyond full scale (reported); FLOAT keeps them")
@@ -84,8 +86,8 @@ def run(args: argparse.Namespace) -> int:
     if skipped:
         print(f"skipping {skipped} file(s) whose output exists (use --overwrite to replace)", file=sys.stderr)
 
-    denoiser = Denoiser.from_checkpoint(args.model, device=args.device) if args.model \
-        else Denoiser.from_pretrained(device=args.device)
+    options = {"device": args.device, "remove_hum": not args.keep_hum}
+    denoiser = Denoiser.from_checkpoint(args.model, **options) if args.model else Denoiser.from_pretrained(**options)
     sizes = {}
     for job in pending:
         try:
