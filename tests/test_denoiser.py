@@ -122,3 +122,17 @@ def test_a_malformed_calibration_in_the_sidecar_is_refused_with_the_file_named(t
     path = save_model(tmp_path / "m.safetensors", random_model, metadata={"calibration": {"mask_exponent": "two"}})
     with pytest.raises(CheckpointError, match="bad calibration.*two"):
         load_model(path)
+
+
+def test_the_hum_stage_runs_before_the_model_and_can_be_switched_off(pass_through_model):
+    rate, samples = 44100, 44100 * 10
+    audio = music_like(2, samples, rate, seed=6)
+    t = np.arange(samples) / rate
+    hum = sum(level * np.sin(2 * np.pi * 60.0 * order * t) for order, level in [(1, 2e-3), (3, 3e-3), (5, 1e-3)])
+    noisy = (audio + hum).astype(np.float32)
+    kept = Denoiser(pass_through_model, device="cpu", remove_hum=False).denoise(noisy, rate)
+    np.testing.assert_allclose(kept, noisy, atol=1e-5)
+    removed = Denoiser(pass_through_model, device="cpu").denoise(noisy, rate)
+    assert removed.shape == noisy.shape
+    residual_db = 10 * np.log10(np.mean((removed - audio) ** 2) / np.mean(hum**2))
+    assert residual_db < -15, residual_db
