@@ -23,6 +23,7 @@ import functools
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 SEGMENT_SAMPLES = 1 << 16  # 1.49 s at 44.1 kHz: ~1.3 Hz Hann main lobe, short enough to follow level changes
 MAINS_HZ = (50.0, 60.0)
@@ -64,7 +65,7 @@ def analyse_segment(segment: np.ndarray, sample_rate: int, start: int) -> _Segme
     for mains in MAINS_HZ:
         cosine, sine = _phasors(mains, length, sample_rate)  # (harmonics, samples): e^{-iωt} = cosine + i·sine
         # Complex amplitude of each harmonic: a stationary tone A·cos(ωt + φ) gives A·e^{iφ}.
-        amplitudes = 2 * (windowed @ cosine.T + 1j * (windowed @ sine.T)) / window.sum()  # (channels, harmonics)
+        amplitudes = 2 * (_dot(windowed, cosine.T) + 1j * _dot(windowed, sine.T)) / window.sum()  # (channels, harmonics)
         line_level = np.abs(amplitudes) * window.sum() / 2  # in the units of the spectrum's peak
         frequencies = mains * np.arange(1, cosine.shape[0] + 1)
         around = np.stack([_neighbourhood_level(spectrum, f * bins_per_hz, bins_per_hz) for f in frequencies], axis=-1)
@@ -72,8 +73,8 @@ def analyse_segment(segment: np.ndarray, sample_rate: int, start: int) -> _Segme
         # A note 1 Hz off a harmonic is inside the window's main lobe; it shows as a phase that turns
         # between the two halves of the segment (2π · 1 Hz · 0.74 s), where hum's does not.
         first, second = (
-            (segment32[:, part] * half_window) @ cosine[:, part].T
-            + 1j * ((segment32[:, part] * half_window) @ sine[:, part].T)
+            _dot(segment32[:, part] * half_window, cosine[:, part].T)
+            + 1j * _dot(segment32[:, part] * half_window, sine[:, part].T)
             for part in (slice(0, half), slice(half, 2 * half))
         )
         turn = np.abs(np.angle(second * np.conj(first)))
@@ -108,7 +109,13 @@ def held_hum(segments: list[_Segment], index: int, sample_rate: int) -> np.ndarr
     local = amplitudes * np.exp(2j * np.pi * frequencies * (segment.start / sample_rate))
     cosine, sine = _phasors(mains, segment.length, sample_rate)
     # Re(a · e^{iωt}) = Re(a)·cos(ωt) + Im(a)·(−sin(ωt)).
-    return local.real.astype(np.float32) @ cosine + local.imag.astype(np.float32) @ sine
+    return _dot(local.real.astype(np.float32), cosine) + _dot(local.imag.astype(np.float32), sine)
+
+
+def _dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b`` for float32 arrays, on torch's threads: numpy's BLAS threads would spin against the
+    model's between tiles (measured: the stage cost 0.025 of real-time factor that way, 0.009 this way)."""
+    return (torch.from_numpy(a) @ torch.from_numpy(b)).numpy()
 
 
 def _crossfade(length: int) -> np.ndarray:
