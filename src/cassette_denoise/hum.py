@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from cassette_denoise import spectral
+
 SEGMENT_SAMPLES = 1 << 16  # 1.49 s at 44.1 kHz: ~1.3 Hz Hann main lobe, short enough to follow level changes
 MAINS_HZ = (50.0, 60.0)
 MAX_HZ = 1000.0
@@ -67,7 +69,7 @@ def analyse_segment(segment: np.ndarray, sample_rate: int, start: int) -> _Segme
         # Complex amplitude of each harmonic: a stationary tone A·cos(ωt + φ) gives A·e^{iφ}.
         amplitudes = 2 * (_dot(windowed, cosine.T) + 1j * _dot(windowed, sine.T)) / window.sum()  # (channels, harmonics)
         line_level = np.abs(amplitudes) * window.sum() / 2  # in the units of the spectrum's peak
-        frequencies = mains * np.arange(1, cosine.shape[0] + 1)
+        frequencies = _harmonics(mains)
         around = np.stack([_neighbourhood_level(spectrum, f * bins_per_hz, bins_per_hz) for f in frequencies], axis=-1)
         prominent = line_level > around * 10 ** (PROMINENCE_DB / 20)
         # A note 1 Hz off a harmonic is inside the window's main lobe; it shows as a phase that turns
@@ -105,7 +107,7 @@ def held_hum(segments: list[_Segment], index: int, sample_rate: int) -> np.ndarr
     if best is None:
         return np.zeros((channels, segment.length), np.float32)
     mains, amplitudes = best
-    frequencies = mains * np.arange(1, amplitudes.shape[1] + 1)
+    frequencies = _harmonics(mains)
     local = amplitudes * np.exp(2j * np.pi * frequencies * (segment.start / sample_rate))
     cosine, sine = _phasors(mains, segment.length, sample_rate)
     # Re(a · e^{iωt}) = Re(a)·cos(ωt) + Im(a)·(−sin(ωt)).
@@ -118,16 +120,16 @@ def _dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (torch.from_numpy(a) @ torch.from_numpy(b)).numpy()
 
 
-def _crossfade(length: int) -> np.ndarray:
-    """``sin²`` at half-sample offsets: positive, and sums to 1 for neighbours half a segment apart."""
-    return np.sin(np.pi * (np.arange(length) + 0.5) / length) ** 2
+def _harmonics(mains_hz: float) -> np.ndarray:
+    """The frequencies of the harmonics fitted, ``k · mains_hz`` up to :data:`MAX_HZ`, Hz."""
+    return mains_hz * np.arange(1, int(MAX_HZ // mains_hz) + 1)
 
 
 @functools.lru_cache(maxsize=4)
 def _phasors(mains_hz: float, length: int, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
     """Real and imaginary parts of ``exp(-iωt)`` for every harmonic, ``(harmonics, length)`` float32 each;
     every full segment reuses them."""
-    frequencies = mains_hz * np.arange(1, int(MAX_HZ // mains_hz) + 1)
+    frequencies = _harmonics(mains_hz)
     cycles = np.outer(frequencies, np.arange(length) / sample_rate)
     angle = 2 * np.pi * (cycles - np.floor(cycles))
     return np.cos(angle).astype(np.float32), (-np.sin(angle)).astype(np.float32)
@@ -157,14 +159,18 @@ class HumRemover:
         # Scale the segment with the rate so that the frequency resolution stays the same.
         self.segment = 2 * max(1024, int(round(SEGMENT_SAMPLES * sample_rate / 44100)) // 2)
         self.hop = self.segment // 2
+        # One sin² hump per segment: sums to 1 across neighbours half a segment apart.
+        self._crossfade = spectral.crossfade_window(self.segment, overlap_frames=self.hop).double().numpy()
         self._audio = np.zeros((channels, 0), np.float64)  # input from absolute sample _start
         self._hum = np.zeros((channels, 0), np.float64)  # weighted hum of the decided segments, same span
         self._weight = np.zeros(0, np.float64)
         self._start = 0  # absolute index of the buffers' first sample
         self._emitted = 0
         self._total = 0
+        # The analysed segments a decision can still read: absolute indices _first_segment onwards.
         self._segments: list[_Segment] = []
-        self._decided = 0  # segments whose hum is in _hum
+        self._first_segment = 0
+        self._decided = 0  # absolute index of the first segment whose hum is not yet in _hum
 
     def process(self, block: np.ndarray) -> np.ndarray:
         block = np.asarray(block, np.float64)
@@ -174,33 +180,40 @@ class HumRemover:
         self._audio = np.concatenate([self._audio, block], axis=1)
         self._hum = np.pad(self._hum, ((0, 0), (0, block.shape[1])))
         self._weight = np.pad(self._weight, (0, block.shape[1]))
-        while len(self._segments) * self.hop + self.segment <= self._total:
-            self._analyse(len(self._segments) * self.hop, self.segment)
-        self._decide(until=len(self._segments) - HOLD_SEGMENTS)
-        return self._emit(self._segments[self._decided].start if self._decided < len(self._segments) else self._emitted)
+        while self._analysed * self.hop + self.segment <= self._total:
+            self._analyse(self._analysed * self.hop)
+        self._decide(until=self._analysed - HOLD_SEGMENTS)
+        undecided = self._decided - self._first_segment
+        return self._emit(self._segments[undecided].start if self._decided < self._analysed else self._emitted)
 
     def finish(self) -> np.ndarray:
-        covered = self._segments[-1].start + self._segments[-1].length if self._segments else 0
-        if self._segments and covered < self._total:
+        if self._segments and self._segments[-1].start + self.segment < self._total:
             # The last segment ends at the last sample, so it fits real audio only.
-            self._analyse(self._total - self.segment, self.segment)
-        self._decide(until=len(self._segments))
+            self._analyse(self._total - self.segment)
+        self._decide(until=self._analysed)
         return self._emit(self._total)
 
-    def _analyse(self, start: int, length: int) -> None:
+    @property
+    def _analysed(self) -> int:
+        return self._first_segment + len(self._segments)
+
+    def _analyse(self, start: int) -> None:
         offset = start - self._start
-        audio = self._audio[:, offset: offset + length]
+        audio = self._audio[:, offset: offset + self.segment]
         self._segments.append(analyse_segment(audio, self.sample_rate, start))
 
     def _decide(self, *, until: int) -> None:
         while self._decided < until:
-            segment = self._segments[self._decided]
-            offset = segment.start - self._start
-            weights = _crossfade(segment.length)
-            hum = held_hum(self._segments, self._decided, self.sample_rate)
-            self._hum[:, offset: offset + segment.length] += hum * weights
-            self._weight[offset: offset + segment.length] += weights
+            index = self._decided - self._first_segment
+            offset = self._segments[index].start - self._start
+            hum = held_hum(self._segments, index, self.sample_rate)
+            self._hum[:, offset: offset + self.segment] += hum * self._crossfade
+            self._weight[offset: offset + self.segment] += self._crossfade
             self._decided += 1
+        # Later decisions read back at most HOLD_SEGMENTS segments; older fits would pile up over an hour.
+        stale = max(0, self._decided - HOLD_SEGMENTS - self._first_segment)
+        self._segments = self._segments[stale:]
+        self._first_segment += stale
 
     def _emit(self, final: int) -> np.ndarray:
         """Return samples ``[_emitted, final)`` and drop what no segment still needs."""
