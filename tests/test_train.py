@@ -243,6 +243,32 @@ def test_rescaled_noise_puts_the_whole_noise_at_the_drawn_ratio_under_the_music(
     torch.testing.assert_close(target[0], plain_target[0])
 
 
+def test_a_preset_mixture_draws_each_of_its_presets(corpus, monkeypatch):
+    import cassette_denoise.data as data
+
+    sources = scan_sources(sorted(corpus.glob("*.flac")))
+    drawn, simulate = [], data.simulate
+
+    def recording_simulate(*args, preset, **kwargs):
+        drawn.append(preset)
+        return simulate(*args, preset=preset, **kwargs)
+
+    monkeypatch.setattr(data, "simulate", recording_simulate)
+    mixture = ("good-deck-type-ii", "walkman-ferric", "worn-tape")
+    fixed_examples(sources, config=PairConfig(crop_frames=16, preset=mixture), count=24, seed=0)
+    assert set(drawn) == set(mixture)
+
+
+def test_a_mixture_in_a_config_file_becomes_a_tuple_and_unknown_presets_are_refused(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('corpus_dir = "x"\npreset = ["training", "worn-tape"]\n')
+    assert TrainConfig.from_toml(path).preset == ("training", "worn-tape")
+    with pytest.raises(ValueError, match="worn-tap'"):
+        PairConfig(preset=("training", "worn-tap"))
+    with pytest.raises(ValueError, match=r"\(\)"):
+        PairConfig(preset=())
+
+
 def test_noise_snr_options_are_checked():
     with pytest.raises(ValueError, match="1.5"):
         PairConfig(noise_snr_probability=1.5)

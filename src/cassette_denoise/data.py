@@ -17,7 +17,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from cassette_denoise import spectral
 from cassette_denoise.audio import MODEL_SAMPLE_RATE, AudioError, probe, read_audio, read_excerpt, resample
-from cassette_denoise.simulate import simulate
+from cassette_denoise.simulate import PRESETS, simulate
 from cassette_denoise.simulate._dsp import fft_filter, log_uniform, lowpass_response
 
 #: Extra audio simulated on each side of a crop so filters and echoes have settled inside it.
@@ -27,7 +27,8 @@ MARGIN_SAMPLES = 8192
 @dataclass(frozen=True)
 class PairConfig:
     crop_frames: int = 128
-    preset: str = "training"
+    #: The simulator preset, or several: each example then draws one of them with equal probability.
+    preset: str | tuple[str, ...] = "training"
     #: Probability that a recorded blank-tape noise excerpt is added on top of the simulation.
     recorded_noise_probability: float = 0.5
     #: Music-to-recorded-noise ratio range, dB.
@@ -47,6 +48,10 @@ class PairConfig:
     noise_snr_db: tuple[float, float] = (0.0, 40.0)
 
     def __post_init__(self):
+        names = (self.preset,) if isinstance(self.preset, str) else self.preset
+        unknown = [name for name in names if name not in PRESETS]
+        if not names or unknown:
+            raise ValueError(f"preset must name one or more of {', '.join(PRESETS)}; got {self.preset!r}")
         if not 0.0 <= self.band_limit_probability <= 1.0:
             raise ValueError(f"band_limit_probability must be in [0, 1], got {self.band_limit_probability}")
         low, high = self.band_limit_hz
@@ -107,7 +112,9 @@ def make_example(
     clean = clean.mean(axis=0, keepdims=True) if choice == clean.shape[0] else clean[choice: choice + 1]
     if config.band_limit_probability and rng.random() < config.band_limit_probability:
         clean = band_limit(clean, corner_hz=log_uniform(rng, *config.band_limit_hz))
-    result = simulate(clean, MODEL_SAMPLE_RATE, rng=rng, preset=config.preset)
+    # A single preset draws nothing here, so runs made before mixtures existed replay exactly.
+    preset = config.preset if isinstance(config.preset, str) else config.preset[int(rng.integers(len(config.preset)))]
+    result = simulate(clean, MODEL_SAMPLE_RATE, rng=rng, preset=preset)
     noisy, target = result.noisy[0], result.target[0]
     if noises and rng.random() < config.recorded_noise_probability:
         noisy = noisy + _recorded_noise(noises, target, length, config, rng)

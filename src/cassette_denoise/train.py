@@ -69,7 +69,8 @@ class TrainConfig:
     #: start at zero, so the run begins exactly where that model ended.
     init_from: str = ""
     loss: str = "output_log_l1"
-    preset: str = "training"
+    #: A simulator preset, or a list of them to draw from (see ``PairConfig``).
+    preset: str | tuple[str, ...] = "training"
     #: Share of examples whose clean music is band-limited first, and the corner range (see ``PairConfig``).
     band_limit_probability: float = 0.0
     band_limit_hz: tuple[float, float] = (4000.0, 16000.0)
