@@ -20,7 +20,7 @@ from cassette_denoise.losses import (
 )
 from cassette_denoise.model import UNet, UNetConfig, parameter_count, widen
 from cassette_denoise.checkpoint import save_model
-from cassette_denoise.train import TrainConfig, initialise_from, spectra_batch, train
+from cassette_denoise.train import TrainConfig, initialise_from, pair_config, spectra_batch, train
 
 from conftest import music_like
 
@@ -267,6 +267,15 @@ def test_a_mixture_in_a_config_file_becomes_a_tuple_and_unknown_presets_are_refu
         PairConfig(preset=("training", "worn-tap"))
     with pytest.raises(ValueError, match=r"\(\)"):
         PairConfig(preset=())
+
+
+def test_a_runs_pair_options_reach_its_pairs():
+    config = TrainConfig(corpus_dir="x", preset=("worn-tape", "training"), band_limit_probability=0.25,
+                         band_limit_hz=(5000.0, 9000.0), noise_snr_probability=0.75, noise_snr_db=(3.0, 7.0))
+    pairs = pair_config(config, crop_frames=512)
+    assert (pairs.crop_frames, pairs.preset, pairs.band_limit_probability, pairs.band_limit_hz) == (
+        512, ("worn-tape", "training"), 0.25, (5000.0, 9000.0))
+    assert (pairs.noise_snr_probability, pairs.noise_snr_db) == (0.75, (3.0, 7.0))
 
 
 def test_noise_snr_options_are_checked():

@@ -143,6 +143,13 @@ def corpus_files(corpus_dir: Path, split: str) -> list[Path]:
             for entry in load_manifest(corpus_dir) if entry.split == split]
 
 
+def pair_config(config: TrainConfig, *, crop_frames: int) -> PairConfig:
+    """The run's pair settings: every :class:`PairConfig` option the run's config also has, by name (so a
+    new pair option needs only a field of the same name here), at ``crop_frames`` frames per example."""
+    names = {field.name for field in dataclasses.fields(PairConfig)} & {field.name for field in dataclasses.fields(config)}
+    return PairConfig(**{name: getattr(config, name) for name in names - {"crop_frames"}}, crop_frames=crop_frames)
+
+
 def learning_rate_at(step: int, config: TrainConfig) -> float:
     """Linear warm-up, then cosine decay to ``final_learning_rate`` at ``max_steps``."""
     if step < config.warmup_steps:
@@ -251,9 +258,7 @@ def train(config: TrainConfig, *, resume: bool = False, progress=None) -> dict:
     validation_sources = scan_sources(corpus_files(corpus, "validation"))
     noises = load_noise_recordings(find_audio_files(config.noise_dir)) if config.noise_dir else []
     example_frames = config.context_frames if config.noise_floor_input else config.crop_frames
-    pairs = PairConfig(crop_frames=example_frames, preset=config.preset,
-                       band_limit_probability=config.band_limit_probability, band_limit_hz=config.band_limit_hz,
-                       noise_snr_probability=config.noise_snr_probability, noise_snr_db=config.noise_snr_db)
+    pairs = pair_config(config, crop_frames=example_frames)
     validation_pairs = dataclasses.replace(pairs, crop_frames=config.validation_crop_frames)
     val_noisy, val_target = fixed_examples(validation_sources, config=validation_pairs, seed=10_000 + config.seed,
                                            count=config.validation_examples, noises=noises)
