@@ -243,10 +243,11 @@ def test_rescaled_noise_puts_the_whole_noise_at_the_drawn_ratio_under_the_music(
     torch.testing.assert_close(target[0], plain_target[0])
 
 
-def test_a_preset_mixture_draws_each_of_its_presets(corpus, monkeypatch):
+@pytest.fixture
+def drawn_presets(monkeypatch) -> list[str]:
+    """The preset of every simulation run while the test runs, in order."""
     import cassette_denoise.data as data
 
-    sources = scan_sources(sorted(corpus.glob("*.flac")))
     drawn, simulate = [], data.simulate
 
     def recording_simulate(*args, preset, **kwargs):
@@ -254,9 +255,22 @@ def test_a_preset_mixture_draws_each_of_its_presets(corpus, monkeypatch):
         return simulate(*args, preset=preset, **kwargs)
 
     monkeypatch.setattr(data, "simulate", recording_simulate)
+    return drawn
+
+
+def test_a_preset_mixture_draws_each_of_its_presets(corpus, drawn_presets):
+    sources = scan_sources(sorted(corpus.glob("*.flac")))
     mixture = ("good-deck-type-ii", "walkman-ferric", "worn-tape")
     fixed_examples(sources, config=PairConfig(crop_frames=16, preset=mixture), count=24, seed=0)
-    assert set(drawn) == set(mixture)
+    assert set(drawn_presets) == set(mixture)
+
+
+def test_a_preset_listed_twice_is_drawn_about_twice_as_often(corpus, drawn_presets):
+    sources = scan_sources(sorted(corpus.glob("*.flac")))
+    fixed_examples(sources, config=PairConfig(crop_frames=4, preset=("worn-tape", "training", "worn-tape")),
+                   count=90, seed=0)
+    share = drawn_presets.count("worn-tape") / len(drawn_presets)
+    assert 0.57 < share < 0.77, share  # 2/3 ± 2 sd (0.05 over 90 draws); listed once it would be 1/2
 
 
 def test_a_mixture_in_a_config_file_becomes_a_tuple_and_unknown_presets_are_refused(tmp_path):

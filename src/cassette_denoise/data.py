@@ -27,7 +27,8 @@ MARGIN_SAMPLES = 8192
 @dataclass(frozen=True)
 class PairConfig:
     crop_frames: int = 128
-    #: The simulator preset, or several: each example then draws one of them with equal probability.
+    #: The simulator preset, or several: each example then draws one entry with equal probability, so a
+    #: name listed twice is drawn twice as often.
     preset: str | tuple[str, ...] = "training"
     #: Probability that a recorded blank-tape noise excerpt is added on top of the simulation.
     recorded_noise_probability: float = 0.5
