@@ -325,3 +325,12 @@ def test_two_process_gloo_ddp_run_completes(corpus, tmp_path):
     assert (tmp_path / "ddp" / "best.safetensors").exists()
     with open(tmp_path / "ddp" / "log.csv") as handle:
         assert len(list(csv.DictReader(handle))) == 2  # only rank 0 logs
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parent.parent / "configs").glob("*.toml")), ids=lambda p: p.name)
+def test_every_shipped_config_is_a_valid_run_config(path):
+    config = TrainConfig.from_toml(path)
+    assert config.run_dir and config.corpus_dir
+    if config.init_from:  # stage 2 of a documented run starts from another shipped config's run
+        assert any(TrainConfig.from_toml(other).run_dir == Path(config.init_from).parent.parent.as_posix()
+                   for other in path.parent.glob("*.toml")), config.init_from
