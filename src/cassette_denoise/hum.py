@@ -67,18 +67,15 @@ def analyse_segment(segment: np.ndarray, sample_rate: int, start: int) -> _Segme
     for mains in MAINS_HZ:
         cosine, sine = _phasors(mains, length, sample_rate)  # (harmonics, samples): e^{-iωt} = cosine + i·sine
         # Complex amplitude of each harmonic: a stationary tone A·cos(ωt + φ) gives A·e^{iφ}.
-        amplitudes = 2 * (_dot(windowed, cosine.T) + 1j * _dot(windowed, sine.T)) / window.sum()  # (channels, harmonics)
+        amplitudes = 2 * _demodulate(windowed, cosine, sine) / window.sum()  # (channels, harmonics)
         line_level = np.abs(amplitudes) * window.sum() / 2  # in the units of the spectrum's peak
         frequencies = _harmonics(mains)
         around = np.stack([_neighbourhood_level(spectrum, f * bins_per_hz, bins_per_hz) for f in frequencies], axis=-1)
         prominent = line_level > around * 10 ** (PROMINENCE_DB / 20)
         # A note 1 Hz off a harmonic is inside the window's main lobe; it shows as a phase that turns
         # between the two halves of the segment (2π · 1 Hz · 0.74 s), where hum's does not.
-        first, second = (
-            _dot(segment32[:, part] * half_window, cosine[:, part].T)
-            + 1j * _dot(segment32[:, part] * half_window, sine[:, part].T)
-            for part in (slice(0, half), slice(half, 2 * half))
-        )
+        first, second = (_demodulate(segment32[:, part] * half_window, cosine[:, part], sine[:, part])
+                         for part in (slice(0, half), slice(half, 2 * half)))
         turn = np.abs(np.angle(second * np.conj(first)))
         steady = (turn < MAX_PHASE_TURN_RAD) & (np.abs(second) < 2 * np.abs(first)) & (np.abs(first) < 2 * np.abs(second))
         # The phasors start at the segment; refer the phase to absolute time.
@@ -118,6 +115,12 @@ def _dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``a @ b`` for float32 arrays, on torch's threads: numpy's BLAS threads would spin against the
     model's between tiles (measured: the stage cost 0.025 of real-time factor that way, 0.009 this way)."""
     return (torch.from_numpy(a) @ torch.from_numpy(b)).numpy()
+
+
+def _demodulate(audio: np.ndarray, cosine: np.ndarray, sine: np.ndarray) -> np.ndarray:
+    """Complex sums of ``audio`` ``(channels, samples)`` against each harmonic's ``exp(-iωt)``, given as its
+    real and imaginary parts ``(harmonics, samples)``: ``(channels, harmonics)``."""
+    return _dot(audio, cosine.T) + 1j * _dot(audio, sine.T)
 
 
 def _harmonics(mains_hz: float) -> np.ndarray:
