@@ -90,8 +90,6 @@ def main(argv: list[str] | None = None) -> int:
                         help="mask exponent for every model (default: each model's calibrated one)")
     parser.add_argument("--hum", choices=("on", "off"),
                         help="the hum stage for every model (default: the denoiser's default)")
-    parser.add_argument("--hiss-gate", choices=("on", "off"),
-                        help="the hiss gate for every model (default: the denoiser's default)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=_common.RESULTS_DIR / "quality.json")
     args = parser.parse_args(argv)
@@ -149,8 +147,7 @@ def load_models(args, parser) -> tuple[list[tuple[str, object]], dict]:
         requested.append((name, Path(path)))
     models, described = [], {}
     options = {"mask_exponent": args.mask_exponent,
-               **({"remove_hum": args.hum == "on"} if args.hum else {}),
-               **({"hiss_gate": args.hiss_gate == "on"} if args.hiss_gate else {})}
+               **({"remove_hum": args.hum == "on"} if args.hum else {})}
     for name, path in requested:
         try:
             denoiser = Denoiser.from_checkpoint(path, **options) if path else Denoiser.from_pretrained(**options)
@@ -163,7 +160,6 @@ def load_models(args, parser) -> tuple[list[tuple[str, object]], dict]:
             "config": dataclasses.asdict(denoiser.model.config),
             "mask_exponent": denoiser.mask_exponent,
             "remove_hum": denoiser.remove_hum,
-            "hiss_gate": denoiser.hiss_gate,
             "training_data": denoiser.metadata.get("training_data"),
             "metrics": denoiser.metadata.get("metrics"),
         }

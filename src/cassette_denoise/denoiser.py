@@ -33,7 +33,6 @@ from cassette_denoise.audio import (
     MODEL_SAMPLE_RATE, AtomicAudioWriter, AudioError, Resampler, iter_blocks, output_length, probe,
 )
 from cassette_denoise.checkpoint import load_model
-from cassette_denoise.gate import hiss_gate_gain
 from cassette_denoise.hum import HumRemover
 from cassette_denoise.model import UNet
 
@@ -45,8 +44,6 @@ log = logging.getLogger(__name__)
 DEFAULT_STRENGTH_DB = 30.0
 #: The hum stage (see :mod:`cassette_denoise.hum`) is on unless a caller switches it off.
 REMOVE_HUM = True
-#: The hiss gate after the model (see :mod:`cassette_denoise.gate`).
-HISS_GATE = False
 TILE_FRAMES = 512
 #: Frames each tile shares with the next: the model runs TILE_FRAMES / (TILE_FRAMES - overlap) times per
 #: frame, so this sets most of the speed. Chosen on the validation split (docs/MODEL_CARD.md).
@@ -89,11 +86,11 @@ class Denoiser:
     """
 
     def __init__(self, model: UNet, *, device: str = "auto", metadata: dict | None = None,
-                 mask_exponent: float | None = None, remove_hum: bool = REMOVE_HUM, hiss_gate: bool = HISS_GATE):
+                 mask_exponent: float | None = None, remove_hum: bool = REMOVE_HUM):
         """``mask_exponent`` defaults to the one calibrated for this model (its sidecar's
         ``calibration.mask_exponent``; 1, the raw mask, for a model without one). ``remove_hum``
-        switches the hum stage before the model, ``hiss_gate`` the gate after it."""
-        self.remove_hum, self.hiss_gate = remove_hum, hiss_gate
+        switches the hum stage before the model."""
+        self.remove_hum = remove_hum
         self.device = resolve_device(device)
         # channels_last halves CPU inference time for this narrow network (oneDNN's fast path).
         self.model = model.eval().to(self.device, memory_format=torch.channels_last)
@@ -108,20 +105,18 @@ class Denoiser:
 
     @classmethod
     def from_pretrained(cls, *, device: str = "auto", mask_exponent: float | None = None,
-                        remove_hum: bool = REMOVE_HUM, hiss_gate: bool = HISS_GATE) -> "Denoiser":
+                        remove_hum: bool = REMOVE_HUM) -> "Denoiser":
         """The model bundled inside the package (no download)."""
         weights = resources.files("cassette_denoise") / "weights" / f"{BUNDLED_MODEL}.safetensors"
         with resources.as_file(weights) as path:
-            return cls.from_checkpoint(path, device=device, mask_exponent=mask_exponent, remove_hum=remove_hum,
-                                       hiss_gate=hiss_gate)
+            return cls.from_checkpoint(path, device=device, mask_exponent=mask_exponent, remove_hum=remove_hum)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, *, device: str = "auto", mask_exponent: float | None = None,
-                        remove_hum: bool = REMOVE_HUM, hiss_gate: bool = HISS_GATE) -> "Denoiser":
+                        remove_hum: bool = REMOVE_HUM) -> "Denoiser":
         """A user's or a training run's ``.safetensors`` file (with its JSON sidecar)."""
         model, metadata = load_model(path)
-        return cls(model, device=device, metadata=metadata, mask_exponent=mask_exponent, remove_hum=remove_hum,
-                   hiss_gate=hiss_gate)
+        return cls(model, device=device, metadata=metadata, mask_exponent=mask_exponent, remove_hum=remove_hum)
 
     def stream(self, *, channels: int, sample_rate: int, strength_db: float = DEFAULT_STRENGTH_DB) -> "DenoiseStream":
         return DenoiseStream(self, channels=channels, sample_rate=sample_rate, strength_db=strength_db)
@@ -216,8 +211,7 @@ class DenoiseStream:
         self._from_model = Resampler(MODEL_SAMPLE_RATE, sample_rate, channels)
         self._hum = HumRemover(channels=channels, sample_rate=MODEL_SAMPLE_RATE) if denoiser.remove_hum else None
         self._core = _MaskStream(denoiser.model, device=denoiser.device, channels=channels,
-                                 mask_exponent=denoiser.mask_exponent, mask_floor=10 ** (-strength_db / 20),
-                                 hiss_gate=denoiser.hiss_gate)
+                                 mask_exponent=denoiser.mask_exponent, mask_floor=10 ** (-strength_db / 20))
         self._samples_in = 0
 
     def process(self, block: np.ndarray) -> np.ndarray:
@@ -250,10 +244,9 @@ class _MaskStream:
     ``(f + 1) * HOP`` are. Each buffer below stores only what is not final yet.
     """
 
-    def __init__(self, model: UNet, *, device: torch.device, channels: int, mask_exponent: float, mask_floor: float,
-                 hiss_gate: bool):
+    def __init__(self, model: UNet, *, device: torch.device, channels: int, mask_exponent: float, mask_floor: float):
         self.model, self.device, self.channels = model, device, channels
-        self.mask_exponent, self.mask_floor, self.hiss_gate = mask_exponent, mask_floor, hiss_gate
+        self.mask_exponent, self.mask_floor = mask_exponent, mask_floor
         self.tile_hop = TILE_FRAMES - TILE_OVERLAP_FRAMES
         self.crossfade = spectral.crossfade_window(TILE_FRAMES, overlap_frames=TILE_OVERLAP_FRAMES)
         self._samples_in = 0
@@ -342,11 +335,7 @@ class _MaskStream:
                 self.model(features[first: first + step].to(self.device, memory_format=torch.channels_last)).cpu()
                 for first in range(0, self.channels, step)
             ])
-        mask = mask.squeeze(1).float()
-        if self.hiss_gate:
-            # The gate's gain holds after the exponent, which _synthesise applies to the blended masks.
-            mask = torch.minimum(mask, hiss_gate_gain(magnitude) ** (1 / self.mask_exponent))
-        return mask
+        return mask.squeeze(1).float()
 
     def _accumulate(self, start: int, mask: torch.Tensor) -> None:
         """Add a tile's cross-fade-weighted mask for the frames from ``start`` that are not final yet."""
