@@ -163,6 +163,12 @@ def load_models(args, parser) -> tuple[list[tuple[str, object]], dict]:
             "training_data": denoiser.metadata.get("training_data"),
             "metrics": denoiser.metadata.get("metrics"),
         }
+    exponents = {name: denoiser.mask_exponent for name, denoiser in models}
+    if len(set(exponents.values())) > 1:
+        # A training checkpoint carries no calibration (exponent 1) while the bundled model has one: Session 8
+        # compared the two that way without noticing (docs/MODEL_CARD.md, "Session 9").
+        log.warning("models compared at different mask exponents %s; pass --mask-exponent to compare like with like",
+                    exponents)
     return models, described
 
 
