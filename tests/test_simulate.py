@@ -18,6 +18,8 @@ from cassette_denoise.simulate import (
     Hiss,
     HissParams,
     HumParams,
+    ModulationSidebands,
+    ModulationSidebandsParams,
     RollOffParams,
     RumbleParams,
     SpeedParams,
@@ -186,6 +188,32 @@ def test_params_from_json_is_strict():
         params_from_json({**data, "extra": None})
     with pytest.raises(ValueError, match="hiss"):
         params_from_json({**data, "hiss": {**data["hiss"], "level_db": "loud"}})
+
+
+def test_modulation_sidebands_skirt_each_component_at_the_drawn_level():
+    t = np.arange(2 * SR) / SR
+    tone = np.stack([0.3 * np.sin(2 * np.pi * 9000 * t)] * 2).astype(np.float32)
+    params = ModulationSidebandsParams(level_db=-30.0, bandwidth_hz=2000.0, seed=3)
+    noise = ModulationSidebands.noise(tone, SR, params)
+    assert level_dbfs(noise) - level_dbfs(tone) == pytest.approx(-30.0, abs=0.5)
+    # Noise around the tone (up to its bandwidth above it, where a real tape's music has ended) and
+    # none far from it: the skirt falls 24 dB per octave of distance beyond the bandwidth.
+    assert band_db(noise, 10_000, 11_000) - band_db(noise, 16_000, 20_000) > 40
+    assert band_db(noise, 10_000, 11_000) - band_db(noise, 500, 2000) > 40
+    assert not np.allclose(noise[0], noise[1])  # each track its own stretch of tape
+    np.testing.assert_array_equal(noise, ModulationSidebands.noise(tone, SR, params))
+    silence = np.zeros_like(tone)
+    assert not ModulationSidebands.noise(silence, SR, params).any()  # it rides on the signal only
+
+
+def test_no_preset_draws_modulation_sidebands_so_the_presets_replay_as_before():
+    # Sidebands are a training option (data.PairConfig.modulation_sidebands_probability); the presets,
+    # which also define the synthetic test set, draw exactly what they drew before it existed.
+    for preset in PRESETS:
+        assert all(sample_cassette(np.random.default_rng(seed), preset).modulation_sidebands is None
+                   for seed in range(5))
+    drawn = ModulationSidebands.sample_params(np.random.default_rng(0))
+    assert -45.0 <= drawn.level_db <= -25.0 and 1000.0 <= drawn.bandwidth_hz <= 5000.0
 
 
 def test_unknown_preset_is_an_error():

@@ -248,13 +248,13 @@ def drawn_presets(monkeypatch) -> list[str]:
     """The preset of every simulation run while the test runs, in order."""
     import cassette_denoise.data as data
 
-    drawn, simulate = [], data.simulate
+    drawn, sample = [], data.sample_cassette
 
-    def recording_simulate(*args, preset, **kwargs):
+    def recording_sample(rng, preset):
         drawn.append(preset)
-        return simulate(*args, preset=preset, **kwargs)
+        return sample(rng, preset)
 
-    monkeypatch.setattr(data, "simulate", recording_simulate)
+    monkeypatch.setattr(data, "sample_cassette", recording_sample)
     return drawn
 
 
@@ -285,11 +285,28 @@ def test_a_mixture_in_a_config_file_becomes_a_tuple_and_unknown_presets_are_refu
 
 def test_a_runs_pair_options_reach_its_pairs():
     config = TrainConfig(corpus_dir="x", preset=("worn-tape", "training"), band_limit_probability=0.25,
-                         band_limit_hz=(5000.0, 9000.0), noise_snr_probability=0.75, noise_snr_db=(3.0, 7.0))
+                         band_limit_hz=(5000.0, 9000.0), noise_snr_probability=0.75, noise_snr_db=(3.0, 7.0),
+                         modulation_sidebands_probability=0.4)
     pairs = pair_config(config, crop_frames=512)
     assert (pairs.crop_frames, pairs.preset, pairs.band_limit_probability, pairs.band_limit_hz) == (
         512, ("worn-tape", "training"), 0.25, (5000.0, 9000.0))
     assert (pairs.noise_snr_probability, pairs.noise_snr_db) == (0.75, (3.0, 7.0))
+    assert pairs.modulation_sidebands_probability == 0.4
+
+
+def test_modulation_sidebands_option_adds_noise_that_follows_the_music(corpus):
+    sources = scan_sources(sorted(corpus.glob("*.flac")))
+    plain = PairConfig(crop_frames=64, preset="good-deck-type-ii")
+    noisy, target = fixed_examples(sources, config=plain, count=4, seed=0)
+    with_sidebands = dataclasses.replace(plain, modulation_sidebands_probability=1.0)
+    noisy_sb, target_sb = fixed_examples(sources, config=with_sidebands, count=4, seed=0)
+    # The first example draws the same music and tape; the sidebands only add noise to it.
+    torch.testing.assert_close(target_sb[0], target[0])
+    added = (noisy_sb[0] - target_sb[0]) - (noisy[0] - target[0])
+    level_db = 10 * torch.log10(added.pow(2).mean() / target[0].pow(2).mean())
+    assert -46.0 < level_db < -24.0, level_db  # the drawn -45...-25 dB under the music
+    with pytest.raises(ValueError, match="1.5"):
+        PairConfig(modulation_sidebands_probability=1.5)
 
 
 def test_noise_snr_options_are_checked():
@@ -331,6 +348,7 @@ def test_two_process_gloo_ddp_run_completes(corpus, tmp_path):
 def test_every_shipped_config_is_a_valid_run_config(path):
     config = TrainConfig.from_toml(path)
     assert config.run_dir and config.corpus_dir
-    if config.init_from:  # stage 2 of a documented run starts from another shipped config's run
+    # Stage 2 of a documented run starts from another shipped config's run, a fine-tune from the bundled weights.
+    if config.init_from and not (path.parent.parent / config.init_from).is_file():
         assert any(TrainConfig.from_toml(other).run_dir == Path(config.init_from).parent.parent.as_posix()
                    for other in path.parent.glob("*.toml")), config.init_from

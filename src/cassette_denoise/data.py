@@ -8,6 +8,7 @@ user's blank-tape recording. Each data-loader worker draws from its own generato
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from cassette_denoise import spectral
 from cassette_denoise.audio import MODEL_SAMPLE_RATE, AudioError, probe, read_audio, read_excerpt, resample
-from cassette_denoise.simulate import PRESETS, simulate
+from cassette_denoise.simulate import PRESETS, ModulationSidebands, apply_cassette, sample_cassette
 from cassette_denoise.simulate._dsp import fft_filter, log_uniform, lowpass_response
 
 #: Extra audio simulated on each side of a crop so filters and echoes have settled inside it.
@@ -47,6 +48,10 @@ class PairConfig:
     noise_snr_probability: float = 0.0
     #: Range of that ratio, dB, drawn uniformly.
     noise_snr_db: tuple[float, float] = (0.0, 40.0)
+    #: Probability that the tape also adds modulation-noise sidebands (``simulate.ModulationSidebands``)
+    #: whatever the preset: the noise skirts around loud treble that come and go with the music above
+    #: its upper edge (0 = never; older runs drew no such number).
+    modulation_sidebands_probability: float = 0.0
 
     def __post_init__(self):
         names = (self.preset,) if isinstance(self.preset, str) else self.preset
@@ -62,6 +67,8 @@ class PairConfig:
             raise ValueError(f"noise_snr_probability must be in [0, 1], got {self.noise_snr_probability}")
         if not self.noise_snr_db[0] <= self.noise_snr_db[1]:
             raise ValueError(f"noise_snr_db must be (low, high) with low <= high, got {self.noise_snr_db}")
+        if not 0.0 <= self.modulation_sidebands_probability <= 1.0:
+            raise ValueError(f"modulation_sidebands_probability must be in [0, 1], got {self.modulation_sidebands_probability}")
 
     @property
     def crop_samples(self) -> int:
@@ -115,7 +122,10 @@ def make_example(
         clean = band_limit(clean, corner_hz=log_uniform(rng, *config.band_limit_hz))
     # A single preset draws nothing here, so runs made before mixtures existed replay exactly.
     preset = config.preset if isinstance(config.preset, str) else config.preset[int(rng.integers(len(config.preset)))]
-    result = simulate(clean, MODEL_SAMPLE_RATE, rng=rng, preset=preset)
+    tape = sample_cassette(rng, preset)
+    if config.modulation_sidebands_probability and rng.random() < config.modulation_sidebands_probability:
+        tape = dataclasses.replace(tape, modulation_sidebands=ModulationSidebands.sample_params(rng))
+    result = apply_cassette(clean, MODEL_SAMPLE_RATE, tape)
     noisy, target = result.noisy[0], result.target[0]
     if noises and rng.random() < config.recorded_noise_probability:
         noisy = noisy + _recorded_noise(noises, target, length, config, rng)

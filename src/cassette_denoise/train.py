@@ -77,6 +77,8 @@ class TrainConfig:
     #: Share of examples whose whole noise is rescaled to a music-to-noise ratio in ``noise_snr_db`` (see ``PairConfig``).
     noise_snr_probability: float = 0.0
     noise_snr_db: tuple[float, float] = (0.0, 40.0)
+    #: Share of examples that also get modulation-noise sidebands (see ``PairConfig``).
+    modulation_sidebands_probability: float = 0.0
     batch_size: int = 8
     crop_frames: int = 128
     learning_rate: float = 1e-3

@@ -27,6 +27,8 @@ from cassette_denoise.simulate.noise import (
     HumParams,
     ModulationNoise,
     ModulationNoiseParams,
+    ModulationSidebands,
+    ModulationSidebandsParams,
     PrintThrough,
     PrintThroughParams,
     Rumble,
@@ -56,6 +58,7 @@ SIGNAL_PATH = {
 NOISES = {
     "hiss": Hiss, "modulation_noise": ModulationNoise, "hum": Hum,
     "rumble": Rumble, "print_through": PrintThrough, "clicks": Clicks,
+    "modulation_sidebands": ModulationSidebands,
 }
 
 
@@ -75,6 +78,7 @@ class CassetteParams:
     rumble: RumbleParams | None = None
     print_through: PrintThroughParams | None = None
     clicks: ClicksParams | None = None
+    modulation_sidebands: ModulationSidebandsParams | None = None
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from cassette_denoise.simulate._dsp import (
     draw_seed,
     first_order_split,
     highpass_response,
+    log_uniform,
     lowpass_response,
     rms,
     shaped_noise,
@@ -144,6 +145,39 @@ class ModulationNoise(AdditiveNoise):
         # statistics are dominated by the envelope anyway, at a tenth of the cost to draw.
         carrier = np.random.default_rng(params.seed).random(x.shape, dtype=np.float32) - np.float32(0.5)
         return carrier * envelope * np.float32(scale * np.sqrt(12.0))
+
+
+@dataclass(frozen=True)
+class ModulationSidebandsParams:
+    """Modulation noise as it sits in the spectrum: the signal times a small random gain that moves
+    faster than the music, ``x * (1 + e(t))``. Every component of the music then carries a skirt of
+    noise up to ``bandwidth_hz`` either side of it, ``level_db`` (the RMS of ``e``) under it. Below the
+    music's upper edge the skirts hide under the music; around a cymbal or hi-hat near that edge they
+    reach above it, as bursts of noise that come and go with the music's treble (seen on a real
+    transfer: the noise above its 10 kHz edge rises by up to 3 dB with each hit, see docs/MODEL_CARD.md)."""
+
+    level_db: float
+    bandwidth_hz: float
+    seed: int
+
+
+class ModulationSidebands(AdditiveNoise):
+    @staticmethod
+    def sample_params(
+        rng: np.random.Generator, *, level_db: Range = (-45.0, -25.0), bandwidth_hz: Range = (1000.0, 5000.0)
+    ) -> ModulationSidebandsParams:
+        return ModulationSidebandsParams(
+            level_db=rng.uniform(*level_db), bandwidth_hz=log_uniform(rng, *bandwidth_hz), seed=draw_seed(rng)
+        )
+
+    @staticmethod
+    def noise(x: np.ndarray, sample_rate: int, params: ModulationSidebandsParams) -> np.ndarray:
+        # Each track crosses its own stretch of tape coating, so each channel gets its own gain noise.
+        gain = shaped_noise(
+            np.random.default_rng(params.seed), x.shape[0], x.shape[1], sample_rate,
+            lambda f: lowpass_response(f, params.bandwidth_hz, order=4),
+        )
+        return x * gain * np.float32(db_to_gain(params.level_db))
 
 
 @dataclass(frozen=True)
