@@ -1,8 +1,9 @@
 """Training pairs made on the fly: clean crops + the cassette simulator (+ recorded tape noise).
 
 Nothing is pre-rendered: each example reads a random excerpt of a clean 44.1 kHz file, passes it
-through :func:`cassette_denoise.simulate.simulate` and, optionally, adds a random stretch of a
-user's blank-tape recording. Each data-loader worker draws from its own generator seeded by
+through a tape drawn from a simulator preset (:func:`cassette_denoise.simulate.sample_cassette`, plus
+modulation-noise sidebands when asked for, then :func:`~cassette_denoise.simulate.apply_cassette`) and,
+optionally, adds a random stretch of a user's blank-tape recording. Each data-loader worker draws from its own generator seeded by
 ``(seed, rank, worker, start_step)``, so runs are reproducible and a resumed run sees new examples.
 """
 
