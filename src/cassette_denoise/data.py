@@ -3,8 +3,9 @@
 Nothing is pre-rendered: each example reads a random excerpt of a clean 44.1 kHz file, passes it
 through a tape drawn from a simulator preset (:func:`cassette_denoise.simulate.sample_cassette`, plus
 modulation-noise sidebands when asked for, then :func:`~cassette_denoise.simulate.apply_cassette`) and,
-optionally, adds a random stretch of a user's blank-tape recording. Each data-loader worker draws from its own generator seeded by
-``(seed, rank, worker, start_step)``, so runs are reproducible and a resumed run sees new examples.
+optionally, adds a random stretch of a user's blank-tape recording. Each data-loader worker draws
+from its own generator seeded by ``(seed, rank, worker, start_step)``, so runs are reproducible and a
+resumed run sees new examples.
 """
 
 from __future__ import annotations
@@ -69,7 +70,8 @@ class PairConfig:
         if not self.noise_snr_db[0] <= self.noise_snr_db[1]:
             raise ValueError(f"noise_snr_db must be (low, high) with low <= high, got {self.noise_snr_db}")
         if not 0.0 <= self.modulation_sidebands_probability <= 1.0:
-            raise ValueError(f"modulation_sidebands_probability must be in [0, 1], got {self.modulation_sidebands_probability}")
+            raise ValueError(
+                f"modulation_sidebands_probability must be in [0, 1], got {self.modulation_sidebands_probability}")
 
     @property
     def crop_samples(self) -> int:

@@ -59,7 +59,8 @@ __all__ = [
     "NOISES", "PRESETS", "SIGNAL_PATH", "CassetteParams", "Preset", "Simulation",
     "apply_cassette", "params_from_json", "params_to_json", "sample_cassette", "simulate",
     "Clicks", "ClicksParams", "Hiss", "HissParams", "Hum", "HumParams", "ModulationNoise",
-    "ModulationNoiseParams", "ModulationSidebands", "ModulationSidebandsParams", "PrintThrough", "PrintThroughParams", "Rumble", "RumbleParams",
+    "ModulationNoiseParams", "ModulationSidebands", "ModulationSidebandsParams",
+    "PrintThrough", "PrintThroughParams", "Rumble", "RumbleParams",
     "Azimuth", "AzimuthParams", "DolbyB", "DolbyBParams", "DropoutEvent", "Dropouts", "DropoutsParams",
     "RollOff", "RollOffParams", "Saturation", "SaturationParams", "Speed", "SpeedParams",
 ]
