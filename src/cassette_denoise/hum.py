@@ -57,12 +57,12 @@ def analyse_segment(segment: np.ndarray, sample_rate: int, start: int) -> _Segme
     """
     _, length = segment.shape
     segment32 = segment.astype(np.float32)
-    window = np.hanning(length).astype(np.float32)
+    window = _hann(length)
     windowed = segment32 * window
     spectrum = np.abs(np.fft.rfft(windowed, axis=-1))  # (channels, bins)
     bins_per_hz = length / sample_rate
     half = length // 2
-    half_window = np.hanning(half).astype(np.float32)
+    half_window = _hann(half)
     all_amplitudes, all_lines = [], []
     for mains in MAINS_HZ:
         cosine, sine = _phasors(mains, length, sample_rate)  # (harmonics, samples): e^{-iωt} = cosine + i·sine
@@ -70,7 +70,7 @@ def analyse_segment(segment: np.ndarray, sample_rate: int, start: int) -> _Segme
         amplitudes = 2 * _demodulate(windowed, cosine, sine) / window.sum()  # (channels, harmonics)
         line_level = np.abs(amplitudes) * window.sum() / 2  # in the units of the spectrum's peak
         frequencies = _harmonics(mains)
-        around = np.stack([_neighbourhood_level(spectrum, f * bins_per_hz, bins_per_hz) for f in frequencies], axis=-1)
+        around = _neighbourhood_level(spectrum, frequencies * bins_per_hz, bins_per_hz)  # (channels, harmonics)
         prominent = line_level > around * 10 ** (PROMINENCE_DB / 20)
         # A note 1 Hz off a harmonic is inside the window's main lobe; it shows as a phase that turns
         # between the two halves of the segment (2π · 1 Hz · 0.74 s), where hum's does not.
@@ -138,13 +138,24 @@ def _phasors(mains_hz: float, length: int, sample_rate: int) -> tuple[np.ndarray
     return np.cos(angle).astype(np.float32), (-np.sin(angle)).astype(np.float32)
 
 
-def _neighbourhood_level(spectrum: np.ndarray, centre_bin: float, bins_per_hz: float) -> np.ndarray:
-    """Median magnitude ``(channels,)`` of the bins 2-6 Hz either side of ``centre_bin``."""
+def _neighbourhood_level(spectrum: np.ndarray, centre_bins: np.ndarray, bins_per_hz: float) -> np.ndarray:
+    """Median magnitude ``(channels, harmonics)`` of the bins 2-6 Hz either side of each of ``centre_bins``
+    ``(harmonics,)``."""
     near, far = (int(round(hz * bins_per_hz)) for hz in NEIGHBOURHOOD_HZ)
-    centre = int(round(centre_bin))
-    picks = [index for offset in range(near, far + 1) for index in (centre - offset, centre + offset)
-             if 0 <= index < spectrum.shape[-1]]
-    return np.median(spectrum[:, picks], axis=-1)
+    offsets = np.arange(near, far + 1)
+    picks = np.round(centre_bins).astype(int)[:, None] + np.concatenate([-offsets, offsets])  # (harmonics, picks)
+    inside = (picks >= 0) & (picks < spectrum.shape[-1])
+    if inside.all():  # always, but at rates so low that the harmonics reach the ends of the spectrum
+        return np.median(spectrum[:, picks], axis=-1)
+    return np.stack([np.median(spectrum[:, row[keep]], axis=-1) for row, keep in zip(picks, inside)], axis=-1)
+
+
+@functools.lru_cache(maxsize=4)
+def _hann(length: int) -> np.ndarray:
+    """A symmetric Hann window ``(length,)`` float32, read-only: every full segment reuses it."""
+    window = np.hanning(length).astype(np.float32)
+    window.flags.writeable = False
+    return window
 
 
 class HumRemover:
