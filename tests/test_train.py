@@ -328,6 +328,30 @@ def test_config_file_rejects_unknown_settings(tmp_path):
         TrainConfig.from_toml(path)
 
 
+def test_a_config_file_extends_another_and_overrides_only_what_it_states(tmp_path):
+    (tmp_path / "base.toml").write_text('corpus_dir = "x"\nrun_dir = "runs/base"\nlearning_rate = 1e-3\nseed = 3\n')
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "middle.toml").write_text('extends = "../base.toml"\nlearning_rate = 2e-4\n')
+    (tmp_path / "sub" / "leaf.toml").write_text('extends = "middle.toml"\nrun_dir = "runs/leaf"\n')
+    leaf = TrainConfig.from_toml(tmp_path / "sub" / "leaf.toml")
+    base = TrainConfig.from_toml(tmp_path / "base.toml")
+    assert leaf == dataclasses.replace(base, run_dir="runs/leaf", learning_rate=2e-4)
+    assert TrainConfig.from_toml(tmp_path / "sub" / "leaf.toml", seed=9).seed == 9  # the command line wins
+
+
+def test_a_config_chain_that_loops_or_names_a_missing_file_is_refused(tmp_path):
+    (tmp_path / "a.toml").write_text('extends = "b.toml"\ncorpus_dir = "x"\n')
+    (tmp_path / "b.toml").write_text('extends = "a.toml"\n')
+    with pytest.raises(ValueError, match="loops"):
+        TrainConfig.from_toml(tmp_path / "a.toml")
+    (tmp_path / "c.toml").write_text('extends = "nowhere.toml"\ncorpus_dir = "x"\n')
+    with pytest.raises(ValueError, match="nowhere.toml"):
+        TrainConfig.from_toml(tmp_path / "c.toml")
+    (tmp_path / "d.toml").write_text('extends = ["a.toml"]\ncorpus_dir = "x"\n')
+    with pytest.raises(ValueError, match=r"\['a.toml'\]"):
+        TrainConfig.from_toml(tmp_path / "d.toml")
+
+
 def test_two_process_gloo_ddp_run_completes(corpus, tmp_path):
     config = tmp_path / "ddp.toml"
     config.write_text("\n".join(f"{key} = {json.dumps(value)}" for key, value in

@@ -117,7 +117,11 @@ class TrainConfig:
 
     @classmethod
     def from_toml(cls, path: str | os.PathLike, **overrides) -> "TrainConfig":
-        values = tomllib.loads(Path(path).read_text())
+        """The run config in TOML file ``path``; ``overrides`` that are not None win over the file.
+
+        A file may start from another with ``extends = "other.toml"`` (relative to the file): it holds
+        only what differs, so a fine-tune states its changes and not the whole recipe again."""
+        values = _toml_settings(Path(path), seen=())
         known = {field.name for field in dataclasses.fields(cls)}
         unknown = set(values) - known
         if unknown:
@@ -125,6 +129,23 @@ class TrainConfig:
         # TOML has arrays where the (frozen, hashable) config has tuples.
         values = {key: tuple(value) if isinstance(value, list) else value for key, value in values.items()}
         return cls(**{**values, **{k: v for k, v in overrides.items() if v is not None}})
+
+
+def _toml_settings(path: Path, *, seen: tuple[Path, ...]) -> dict:
+    """The settings of TOML file ``path`` over those of the file it ``extends``, recursively."""
+    resolved = path.resolve()
+    if resolved in seen:
+        raise ValueError(f"{path}: 'extends' loops back to a file it came from ({' -> '.join(map(str, seen))})")
+    values = tomllib.loads(path.read_text())
+    base = values.pop("extends", None)
+    if base is None:
+        return values
+    if not isinstance(base, str):
+        raise ValueError(f"{path}: 'extends' must be a file name, got {base!r}")
+    base_path = path.parent / base
+    if not base_path.is_file():
+        raise ValueError(f"{path}: extends {base!r}, but {base_path} does not exist")
+    return {**_toml_settings(base_path, seen=(*seen, resolved)), **values}
 
 
 def corpus_files(corpus_dir: Path, split: str) -> list[Path]:
