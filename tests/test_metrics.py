@@ -6,7 +6,7 @@ import torch
 from torchmetrics.functional.audio import scale_invariant_signal_distortion_ratio
 
 from cassette_denoise.audio import read_audio
-from cassette_denoise.metrics import lsd, score, segmental_snr, si_sdr
+from cassette_denoise.metrics import log_spectral_difference, lsd, score, segmental_snr, si_sdr
 
 SAMPLE_RATE = 16_000
 SEED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "seed-cassette"
@@ -71,6 +71,19 @@ def test_floor_ignores_bins_the_reference_leaves_empty():
     hiss = 1e-4 * rng.standard_normal(SAMPLE_RATE)  # about 100 dB below the tone's peak bin
     assert lsd(tone, tone + hiss) > 20
     assert lsd(tone, tone + hiss, floor_db=80) < 0.1
+
+
+def test_the_per_bin_difference_shows_where_the_distance_lies():
+    rng = np.random.default_rng(3)
+    tone = 0.5 * np.sin(2 * np.pi * 200 * np.arange(SAMPLE_RATE) / SAMPLE_RATE)
+    above_4_khz = np.fft.rfftfreq(SAMPLE_RATE) > 0.25
+    high_hiss = 1e-2 * np.fft.irfft(np.fft.rfft(rng.standard_normal(SAMPLE_RATE)) * above_4_khz)
+    difference = log_spectral_difference(tone, tone + high_hiss, floor_db=80)  # (1, frames, bins)
+    bins_hz = np.fft.rfftfreq(2048, 1 / SAMPLE_RATE)
+    assert difference.shape == (1, (SAMPLE_RATE - 2048) // 512 + 1, bins_hz.size)
+    assert np.all(np.abs(difference[..., bins_hz < 3_000]) < 0.1)  # the tone and the empty bins below the hiss
+    assert np.mean(difference[..., bins_hz > 5_000]) < -10  # the estimate's hiss stands above the floor
+    assert lsd(tone, tone + high_hiss, floor_db=80) == pytest.approx(np.sqrt(np.mean(difference**2, axis=-1)).mean())
 
 
 def test_mono_arrays_are_one_channel(pair):

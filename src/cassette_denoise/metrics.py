@@ -43,6 +43,15 @@ def lsd(reference: np.ndarray, estimate: np.ndarray, *, floor_db: float | None =
             ``max(P_ref) - floor_db`` per channel, so that bins the reference leaves empty (above a
             codec's cutoff) do not dominate; ``floor_db=80`` gives LSDf80.
     """
+    difference = log_spectral_difference(reference, estimate, floor_db=floor_db)
+    per_frame = np.sqrt(np.mean(difference**2, axis=-1))  # (channels, frames)
+    return float(per_frame.mean())
+
+
+def log_spectral_difference(reference: np.ndarray, estimate: np.ndarray, *,
+                            floor_db: float | None = None) -> np.ndarray:
+    """What :func:`lsd` averages: ``10·log10(P_ref) − 10·log10(P_est)`` per bin, dB, ``(channels, frames,
+    LSD_N_FFT // 2 + 1)``, both spectra floored as there; for seeing where a distance comes from."""
     reference, estimate = _pair(reference, estimate)
     if reference.shape[1] < LSD_N_FFT:
         raise ValueError(f"LSD needs at least {LSD_N_FFT} samples, got shape {reference.shape}")
@@ -50,9 +59,7 @@ def lsd(reference: np.ndarray, estimate: np.ndarray, *, floor_db: float | None =
     if floor_db is not None:
         floor = power_ref.max(axis=(1, 2), keepdims=True) * 10 ** (-floor_db / 10)
         power_ref, power_est = np.maximum(power_ref, floor), np.maximum(power_est, floor)
-    difference = 10 * np.log10(power_ref + _POWER_EPS) - 10 * np.log10(power_est + _POWER_EPS)
-    per_frame = np.sqrt(np.mean(difference**2, axis=-1))  # (channels, frames)
-    return float(per_frame.mean())
+    return 10 * np.log10(power_ref + _POWER_EPS) - 10 * np.log10(power_est + _POWER_EPS)
 
 
 def segmental_snr(reference: np.ndarray, estimate: np.ndarray, *, sample_rate: int) -> float:
