@@ -19,7 +19,7 @@ from cassette_denoise.losses import (
     LOSSES, compressed_plus_linear, gated_log_l1_plus_snr, log_l1_plus_compressed, log_l1_plus_snr, magnitude_snr_loss, mask_mae, output_log_l1,
 )
 from cassette_denoise.model import UNet, UNetConfig, parameter_count, widen
-from cassette_denoise.checkpoint import save_model
+from cassette_denoise.checkpoint import load_model, save_model
 from cassette_denoise.train import TrainConfig, initialise_from, pair_config, spectra_batch, train
 
 from conftest import music_like
@@ -326,6 +326,24 @@ def test_config_file_rejects_unknown_settings(tmp_path):
     path.write_text('corpus_dir = "x"\nlearning_rte = 1e-3\n')
     with pytest.raises(ValueError, match="learning_rte"):
         TrainConfig.from_toml(path)
+
+
+def test_a_weight_average_is_what_validation_and_checkpoints_hold_and_it_survives_a_resume(corpus, tmp_path):
+    # A decay this close to 1 holds the average at the weights after the first step, so every kept
+    # checkpoint is (nearly) that model while the raw weights in latest move on.
+    config = tiny_config(corpus, tmp_path / "run", weight_average_decay=1 - 1e-9, validate_every_steps=1,
+                         max_steps=2, keep_every_validation=True, learning_rate=1e-2)
+    train(config)
+    train(dataclasses.replace(config, max_steps=3), resume=True)
+    steps = [load_model(tmp_path / "run" / "steps" / f"step{step:06d}.safetensors")[0].state_dict()
+             for step in (1, 2, 3)]
+    raw = load_model(tmp_path / "run" / "latest.safetensors")[0].state_dict()
+    for name, first in steps[0].items():
+        torch.testing.assert_close(steps[1][name], first, rtol=0, atol=1e-6)
+        torch.testing.assert_close(steps[2][name], first, rtol=0, atol=1e-6)  # the resumed run kept the average
+    assert max(float((raw[name] - steps[0][name]).abs().max()) for name in raw) > 1e-4  # the raw weights moved on
+    with pytest.raises(ValueError, match="1.5"):
+        dataclasses.replace(config, weight_average_decay=1.5)
 
 
 def test_a_config_file_extends_another_and_overrides_only_what_it_states(tmp_path):

@@ -6,8 +6,9 @@ improves, ``best``. Runs on one process or, under ``torchrun``, as DistributedDa
 (gloo on CPU, NCCL on GPUs); only rank 0 validates, logs and saves.
 
 Files in ``run_dir``: ``best.safetensors`` / ``latest.safetensors`` (+ JSON sidecars),
-``latest.optimizer.safetensors``, ``state.json``, ``log.csv``, ``curve.png`` and, with
-``keep_every_validation``, ``steps/`` (the model at every validation).
+``latest.optimizer.safetensors``, ``state.json``, ``log.csv``, ``curve.png``, with
+``keep_every_validation`` ``steps/`` (the model at every validation), and with ``weight_average_decay``
+``latest.average.safetensors`` (the running average, for ``--resume``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 
 from cassette_denoise import spectral
@@ -96,6 +98,10 @@ class TrainConfig:
     #: be chosen afterwards on other criteria (the validation harness of ``benchmarks/quality.py``).
     keep_every_validation: bool = False
     gradient_clip_norm: float = 1.0
+    #: Decay of an exponential moving average of the weights (0 = off; 0.999 spans about the last 1000
+    #: steps). When on, validation, ``best`` and ``steps/`` hold the averaged weights, which move less from
+    #: one checkpoint to the next than the raw ones; ``latest`` keeps both, so a run resumes exactly.
+    weight_average_decay: float = 0.0
     #: Weight of a penalty on mask logits beyond ±``logit_limit`` (0 = off). Without it the loss pushes
     #: music bins' logits ever higher (a mask of exactly 1 needs an infinite logit); there the sigmoid's
     #: gradient vanishes, and hiss bins that share those features can no longer be learned down.
@@ -112,6 +118,8 @@ class TrainConfig:
             raise ValueError(f"loss {self.loss!r} is not one of {sorted(LOSSES)}")
         if self.crop_frames % 16 or self.validation_crop_frames % 16:
             raise ValueError(f"crop frames must be multiples of 16, got {self.crop_frames}/{self.validation_crop_frames}")
+        if not 0.0 <= self.weight_average_decay < 1.0:
+            raise ValueError(f"weight_average_decay must be in [0, 1), got {self.weight_average_decay}")
         if self.noise_floor_input and self.context_frames < self.crop_frames:
             raise ValueError(f"context_frames ({self.context_frames}) must be at least crop_frames ({self.crop_frames})")
 
@@ -298,9 +306,11 @@ def train(config: TrainConfig, *, resume: bool = False, progress=None) -> dict:
         initialise_from(model, Path(config.init_from), generator=torch.Generator().manual_seed(config.seed))
     model = model.to(device, memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    average = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.weight_average_decay))
+               if config.weight_average_decay else None)
     state = {"step": 0, "best_val_si_sdr_db": -math.inf, "stale_validations": 0, "elapsed_s": 0.0}
     if resume and (run_dir / "latest.safetensors").exists():
-        state = _load_training_state(run_dir, model, optimizer)
+        state = _load_training_state(run_dir, model, optimizer, average=average)
         log.info("resumed at step %d", state["step"])
     elif distributed.is_main:
         (run_dir / "log.csv").write_text(",".join(LOG_FIELDS) + "\n")
@@ -346,6 +356,8 @@ def train(config: TrainConfig, *, resume: bool = False, progress=None) -> dict:
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.gradient_clip_norm)
             optimizer.step()
+            if average is not None:
+                average.update_parameters(model)
             losses.append(loss.item())
             state["step"] += 1
 
@@ -355,8 +367,9 @@ def train(config: TrainConfig, *, resume: bool = False, progress=None) -> dict:
             state["elapsed_s"] = time.monotonic() - started
             stop = stop_requested
             if distributed.is_main:
-                scores = validate(model.cpu(), val_noisy, val_target, loss_name=config.loss)
-                model.to(device)
+                scored = model if average is None else average.module  # what best and steps/ hold
+                scores = validate(scored.cpu(), val_noisy, val_target, loss_name=config.loss)
+                scored.to(device)
                 row = {"step": state["step"], "elapsed_s": round(state["elapsed_s"], 1), "learning_rate": rate,
                        "train_loss": float(np.mean(losses)), **scores}
                 losses.clear()
@@ -364,13 +377,14 @@ def train(config: TrainConfig, *, resume: bool = False, progress=None) -> dict:
                 if scores["val_si_sdr_db"] > state["best_val_si_sdr_db"]:
                     state["best_val_si_sdr_db"] = scores["val_si_sdr_db"]
                     state["stale_validations"] = 0
-                    save_model(run_dir / "best.safetensors", model, metadata={**metadata, "validation": row})
+                    save_model(run_dir / "best.safetensors", scored, metadata={**metadata, "validation": row})
                 else:
                     state["stale_validations"] += 1
-                _save_training_state(run_dir, model, optimizer, state, metadata={**metadata, "validation": row})
+                _save_training_state(run_dir, model, optimizer, state, metadata={**metadata, "validation": row},
+                                     average=average)
                 if config.keep_every_validation:
                     (run_dir / "steps").mkdir(exist_ok=True)
-                    save_model(run_dir / "steps" / f"step{state['step']:06d}.safetensors", model,
+                    save_model(run_dir / "steps" / f"step{state['step']:06d}.safetensors", scored,
                                metadata={**metadata, "validation": row})
                 if progress:
                     progress(state["step"], row)
@@ -427,8 +441,12 @@ def read_log(path: Path) -> list[dict[str, float]]:
         return [{key: float(value) for key, value in row.items() if value != ""} for row in csv.DictReader(handle)]
 
 
-def _save_training_state(run_dir: Path, model: UNet, optimizer, state: dict, *, metadata: dict) -> None:
+def _save_training_state(run_dir: Path, model: UNet, optimizer, state: dict, *, metadata: dict,
+                         average: AveragedModel | None = None) -> None:
     save_model(run_dir / "latest.safetensors", model, metadata=metadata)
+    if average is not None:
+        save_model(run_dir / "latest.average.safetensors", average.module, metadata=metadata)
+        state = {**state, "averaged_steps": int(average.n_averaged)}
     optimizer_state = optimizer.state_dict()
     tensors = {f"{index}.{key}": value.detach().cpu().contiguous()
                for index, values in optimizer_state["state"].items() for key, value in values.items()}
@@ -440,12 +458,16 @@ def _save_training_state(run_dir: Path, model: UNet, optimizer, state: dict, *, 
     os.replace(run_dir / ".state.partial", run_dir / "state.json")
 
 
-def _load_training_state(run_dir: Path, model: UNet, optimizer) -> dict:
+def _load_training_state(run_dir: Path, model: UNet, optimizer, *, average: AveragedModel | None = None) -> dict:
     loaded, _ = load_model(run_dir / "latest.safetensors")
     if loaded.config != model.config:
         raise ValueError(f"{run_dir}: checkpoint config {loaded.config} differs from this run's {model.config}")
     model.load_state_dict(loaded.state_dict(), strict=True)
     record = json.loads((run_dir / "state.json").read_text())
+    averaged_steps = record.pop("averaged_steps", None)
+    if average is not None and averaged_steps is not None:  # else the average starts afresh from here
+        average.module.load_state_dict(load_model(run_dir / "latest.average.safetensors")[0].state_dict(), strict=True)
+        average.n_averaged.fill_(averaged_steps)
     tensors = load_file(str(run_dir / "latest.optimizer.safetensors"))
     per_parameter: dict[int, dict] = {}
     for name, tensor in tensors.items():
