@@ -13,8 +13,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from cassette_denoise import spectral
-from cassette_denoise.data import PairConfig, fixed_examples, scan_sources
+from cassette_denoise import data, spectral
+from cassette_denoise.data import PairConfig, empty_quiet_bins, fixed_examples, scan_sources
 from cassette_denoise.losses import (
     LOSSES, compressed_plus_linear, gated_log_l1_plus_snr, log_l1_plus_compressed, log_l1_plus_snr, magnitude_snr_loss, mask_mae, output_log_l1,
 )
@@ -246,8 +246,6 @@ def test_rescaled_noise_puts_the_whole_noise_at_the_drawn_ratio_under_the_music(
 @pytest.fixture
 def drawn_presets(monkeypatch) -> list[str]:
     """The preset of every simulation run while the test runs, in order."""
-    import cassette_denoise.data as data
-
     drawn, sample = [], data.sample_cassette
 
     def recording_sample(rng, preset):
@@ -307,6 +305,46 @@ def test_modulation_sidebands_option_adds_noise_that_follows_the_music(corpus):
     assert -46.0 < level_db < -24.0, level_db  # the drawn -45...-25 dB under the music
     with pytest.raises(ValueError, match="1.5"):
         PairConfig(modulation_sidebands_probability=1.5)
+
+
+def test_emptying_quiet_bins_removes_what_lies_far_under_the_loudest_and_keeps_the_rest():
+    t = np.arange(44100) / 44100
+    loud, faint = 0.5 * np.sin(2 * np.pi * 440 * t), 0.5e-4 * np.sin(2 * np.pi * 10_000 * t)  # faint: -80 dB
+    audio = np.stack([loud + faint, loud + faint]).astype(np.float32)
+    np.testing.assert_allclose(empty_quiet_bins(audio, below_db=1e9), audio, atol=1e-6)  # nothing under: a round trip
+    emptied = empty_quiet_bins(audio, below_db=60)
+    assert emptied.shape == audio.shape and emptied.dtype == np.float32
+
+    def level_db(x: np.ndarray, hz: float) -> float:
+        return 20 * np.log10(np.abs(np.fft.rfft(x[0] * np.hanning(x.shape[-1])))[int(hz)])
+
+    assert abs(level_db(emptied, 440) - level_db(audio, 440)) < 0.01
+    assert level_db(emptied, 10_000) < level_db(audio, 10_000) - 20
+
+
+def test_a_runs_empty_bins_option_reaches_its_pairs_and_empties_every_drawn_example(corpus, monkeypatch):
+    config = TrainConfig(corpus_dir="x", empty_bins_probability=0.3, empty_bins_below_db=(40.0, 45.0))
+    pairs = pair_config(config, crop_frames=64)
+    assert (pairs.empty_bins_probability, pairs.empty_bins_below_db) == (0.3, (40.0, 45.0))
+    thresholds, original = [], data.empty_quiet_bins
+
+    def recording(audio, *, below_db):
+        thresholds.append(below_db)
+        return original(audio, below_db=below_db)
+
+    monkeypatch.setattr(data, "empty_quiet_bins", recording)
+    sources = scan_sources(sorted(corpus.glob("*.flac")))
+    always = PairConfig(crop_frames=64, preset="good-deck-type-ii", empty_bins_probability=1.0,
+                        empty_bins_below_db=(40.0, 45.0))
+    fixed_examples(sources, config=always, count=6, seed=0)
+    assert len(thresholds) == 6 and all(40.0 <= value <= 45.0 for value in thresholds)
+    thresholds.clear()
+    fixed_examples(sources, config=dataclasses.replace(always, empty_bins_probability=0.0), count=6, seed=0)
+    assert thresholds == []
+    with pytest.raises(ValueError, match="1.5"):
+        PairConfig(empty_bins_probability=1.5)
+    with pytest.raises(ValueError, match="80.0, 50.0"):
+        PairConfig(empty_bins_below_db=(80.0, 50.0))
 
 
 def test_noise_snr_options_are_checked():

@@ -54,6 +54,13 @@ class PairConfig:
     #: whatever the preset: the noise skirts around loud treble that come and go with the music above
     #: its upper edge (0 = never; older runs drew no such number).
     modulation_sidebands_probability: float = 0.0
+    #: Probability that the clean music's quiet time-frequency cells are emptied before the tape: every STFT
+    #: bin more than a drawn ``empty_bins_below_db`` under the crop's loudest (per channel) is set to zero,
+    #: as in a noise-reduced or lossy digital master. The tape's hiss then lies over nothing there, which
+    #: full-band renderings never show (0 = never; older runs drew no such number).
+    empty_bins_probability: float = 0.0
+    #: Range of that threshold, dB under the loudest bin, drawn uniformly.
+    empty_bins_below_db: tuple[float, float] = (50.0, 80.0)
 
     def __post_init__(self):
         names = (self.preset,) if isinstance(self.preset, str) else self.preset
@@ -69,6 +76,10 @@ class PairConfig:
             raise ValueError(f"noise_snr_probability must be in [0, 1], got {self.noise_snr_probability}")
         if not self.noise_snr_db[0] <= self.noise_snr_db[1]:
             raise ValueError(f"noise_snr_db must be (low, high) with low <= high, got {self.noise_snr_db}")
+        if not 0.0 <= self.empty_bins_probability <= 1.0:
+            raise ValueError(f"empty_bins_probability must be in [0, 1], got {self.empty_bins_probability}")
+        if not 0.0 < self.empty_bins_below_db[0] <= self.empty_bins_below_db[1]:
+            raise ValueError(f"empty_bins_below_db must be 0 < low <= high, got {self.empty_bins_below_db}")
         if not 0.0 <= self.modulation_sidebands_probability <= 1.0:
             raise ValueError(
                 f"modulation_sidebands_probability must be in [0, 1], got {self.modulation_sidebands_probability}")
@@ -123,6 +134,8 @@ def make_example(
     clean = clean.mean(axis=0, keepdims=True) if choice == clean.shape[0] else clean[choice: choice + 1]
     if config.band_limit_probability and rng.random() < config.band_limit_probability:
         clean = band_limit(clean, corner_hz=log_uniform(rng, *config.band_limit_hz))
+    if config.empty_bins_probability and rng.random() < config.empty_bins_probability:
+        clean = empty_quiet_bins(clean, below_db=rng.uniform(*config.empty_bins_below_db))
     # A single preset draws nothing here, so runs made before mixtures existed replay exactly.
     preset = config.preset if isinstance(config.preset, str) else config.preset[int(rng.integers(len(config.preset)))]
     tape = sample_cassette(rng, preset)
@@ -142,6 +155,23 @@ def make_example(
 def band_limit(audio: np.ndarray, *, corner_hz: float) -> np.ndarray:
     """Zero-phase 8th-order Butterworth low-pass of 44.1 kHz ``(channels, samples)`` audio, -3 dB at ``corner_hz``."""
     return fft_filter(audio, MODEL_SAMPLE_RATE, lambda freqs_hz: lowpass_response(freqs_hz, corner_hz, order=8))
+
+
+def empty_quiet_bins(audio: np.ndarray, *, below_db: float) -> np.ndarray:
+    """``audio`` ``(channels, samples)`` with every STFT bin more than ``below_db`` under its channel's
+    loudest set to zero (the project's STFT, resynthesised by overlap-add); same shape, float32."""
+    samples = audio.shape[-1]
+    frames = spectral.frame_count(samples)
+    needed = (frames - 1) * spectral.HOP + spectral.N_FFT
+    padded = torch.nn.functional.pad(torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)),
+                                     (spectral.pad_amount(), needed - samples - spectral.pad_amount()))
+    spectra = spectral.stft(padded)  # (channels, bins, frames)
+    magnitude = spectra.abs()
+    loudest = magnitude.amax(dim=(-2, -1), keepdim=True)
+    spectra = torch.where(magnitude >= loudest * 10 ** (-below_db / 20), spectra, 0)
+    summed, envelope = spectral.istft_frames(spectra)
+    start = spectral.pad_amount()
+    return (summed[..., start: start + samples] / envelope[start: start + samples]).numpy()
 
 
 def rescaled_noise(measured_noise: np.ndarray, noise: np.ndarray, measured_music: np.ndarray, *,

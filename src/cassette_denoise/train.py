@@ -81,6 +81,9 @@ class TrainConfig:
     noise_snr_db: tuple[float, float] = (0.0, 40.0)
     #: Share of examples that also get modulation-noise sidebands (see ``PairConfig``).
     modulation_sidebands_probability: float = 0.0
+    #: Share of examples whose clean music's quiet cells are emptied first, and the threshold range (see ``PairConfig``).
+    empty_bins_probability: float = 0.0
+    empty_bins_below_db: tuple[float, float] = (50.0, 80.0)
     batch_size: int = 8
     crop_frames: int = 128
     learning_rate: float = 1e-3
