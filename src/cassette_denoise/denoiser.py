@@ -48,7 +48,7 @@ TILE_FRAMES = 512
 #: Frames each tile shares with the next: the model runs TILE_FRAMES / (TILE_FRAMES - overlap) times per
 #: frame, so this sets most of the speed. Chosen on the validation split (docs/MODEL_CARD.md).
 TILE_OVERLAP_FRAMES = 64
-BUNDLED_MODEL = "cassette-unet-w8-sidebands"
+BUNDLED_MODEL = "cassette-unet-w8-empty-bins"
 #: Samples read per block when streaming a file: about 3 s at 44.1 kHz.
 BLOCK_FRAMES = 1 << 17
 FLOAT_SUBTYPES = frozenset({"FLOAT", "DOUBLE", "VORBIS", "OPUS"})
