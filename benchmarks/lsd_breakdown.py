@@ -40,7 +40,7 @@ def breakdown(reference: np.ndarray, estimate: np.ndarray, *, sample_rate: int) 
     """LSDf80 of ``estimate`` against ``reference`` (both ``(channels, samples)``) and where it comes from."""
     difference = metrics.log_spectral_difference(reference, estimate, floor_db=FLOOR_DB)  # (ch, frames, bins)
     power_ref = metrics.power_spectrogram(np.atleast_2d(reference).astype(np.float64))
-    floor = power_ref.max(axis=(1, 2), keepdims=True) * 10 ** (-FLOOR_DB / 10)
+    floor = metrics.spectral_floor(power_ref, floor_db=FLOOR_DB)
     above_floor_db = 10 * np.log10(np.maximum(power_ref, floor) / floor)
     frequencies = np.fft.rfftfreq(metrics.LSD_N_FFT, 1 / sample_rate)
     total = float(np.sum(difference**2))

@@ -57,9 +57,15 @@ def log_spectral_difference(reference: np.ndarray, estimate: np.ndarray, *,
         raise ValueError(f"LSD needs at least {LSD_N_FFT} samples, got shape {reference.shape}")
     power_ref, power_est = power_spectrogram(reference), power_spectrogram(estimate)
     if floor_db is not None:
-        floor = power_ref.max(axis=(1, 2), keepdims=True) * 10 ** (-floor_db / 10)
+        floor = spectral_floor(power_ref, floor_db=floor_db)
         power_ref, power_est = np.maximum(power_ref, floor), np.maximum(power_est, floor)
     return 10 * np.log10(power_ref + _POWER_EPS) - 10 * np.log10(power_est + _POWER_EPS)
+
+
+def spectral_floor(power_ref: np.ndarray, *, floor_db: float) -> np.ndarray:
+    """The floor LSD raises both spectra to: ``floor_db`` under the reference's largest bin, per channel;
+    ``(channels, 1, 1)`` for a ``(channels, frames, bins)`` :func:`power_spectrogram`."""
+    return power_ref.max(axis=(1, 2), keepdims=True) * 10 ** (-floor_db / 10)
 
 
 def segmental_snr(reference: np.ndarray, estimate: np.ndarray, *, sample_rate: int) -> float:
