@@ -88,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="strength for every model (default: the denoiser's default)")
     parser.add_argument("--mask-exponent", type=float,
                         help="mask exponent for every model (default: each model's calibrated one)")
+    parser.add_argument("--treble-mask-exponent", type=float,
+                        help="treble mask exponent for every model (default: each model's calibrated one, else "
+                             "its mask exponent)")
     parser.add_argument("--hum", choices=("on", "off"),
                         help="the hum stage for every model (default: the denoiser's default)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default: %(default)s)")
@@ -146,7 +149,7 @@ def load_models(args, parser) -> tuple[list[tuple[str, object]], dict]:
             parser.error(f"--extra-model wants NAME=PATH, got {item!r}")
         requested.append((name, Path(path)))
     models, described = [], {}
-    options = {"mask_exponent": args.mask_exponent,
+    options = {"mask_exponent": args.mask_exponent, "treble_mask_exponent": args.treble_mask_exponent,
                **({"remove_hum": args.hum == "on"} if args.hum else {})}
     for name, path in requested:
         try:
@@ -159,11 +162,12 @@ def load_models(args, parser) -> tuple[list[tuple[str, object]], dict]:
             "path": str(path) if path else "bundled",
             "config": dataclasses.asdict(denoiser.model.config),
             "mask_exponent": denoiser.mask_exponent,
+            "treble_mask_exponent": denoiser.treble_mask_exponent,
             "remove_hum": denoiser.remove_hum,
             "training_data": denoiser.metadata.get("training_data"),
             "metrics": denoiser.metadata.get("metrics"),
         }
-    exponents = {name: denoiser.mask_exponent for name, denoiser in models}
+    exponents = {name: (denoiser.mask_exponent, denoiser.treble_mask_exponent) for name, denoiser in models}
     if len(set(exponents.values())) > 1:
         # A training checkpoint carries no calibration (exponent 1) while the bundled model has one: Session 8
         # compared the two that way without noticing (docs/MODEL_CARD.md, "Session 9").

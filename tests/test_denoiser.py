@@ -1,8 +1,10 @@
 import numpy as np
 import pytest
+import torch
 
+from cassette_denoise import spectral
 from cassette_denoise.checkpoint import CheckpointError, load_model, save_model
-from cassette_denoise.denoiser import Denoiser
+from cassette_denoise.denoiser import TREBLE_RAMP_HZ, Denoiser, mask_exponents
 
 from conftest import music_like
 
@@ -112,15 +114,49 @@ def test_mask_exponent_comes_from_the_sidecar_and_keeps_a_full_mask_whole(tmp_pa
     np.testing.assert_allclose(sharp, audio, atol=1e-5)
 
 
+def test_the_treble_exponent_ramps_from_the_main_one_and_only_sharpens_the_treble(tmp_path, random_model,
+                                                                                  pass_through_model):
+    exponents = mask_exponents(2.0, 4.0)[:, 0]
+    frequencies = spectral.bin_frequencies_hz(44100)
+    low, high = TREBLE_RAMP_HZ
+    assert torch.all(exponents[frequencies <= low] == 2.0) and torch.all(exponents[frequencies >= high] == 4.0)
+    assert torch.all(exponents.diff() >= 0)
+    assert mask_exponents(2.0, 2.0) == 2.0  # one exponent: the plain number, exactly as before
+
+    audio = music_like(1, 44100 * 3, 44100, seed=6)[0]
+    path = save_model(tmp_path / "cal.safetensors", random_model,
+                      metadata={"calibration": {"mask_exponent": 2.0, "treble_mask_exponent": 4.0}})
+    treble = Denoiser.from_checkpoint(path, device="cpu")
+    assert (treble.mask_exponent, treble.treble_mask_exponent) == (2.0, 4.0)
+    plain = Denoiser(random_model, device="cpu", mask_exponent=2.0)
+    assert plain.treble_mask_exponent == 2.0
+    sharp_out, plain_out = treble.denoise(audio, 44100), plain.denoise(audio, 44100)
+
+    def band_energy(signal, low_hz, high_hz):
+        spectrum = np.abs(np.fft.rfft(signal)) ** 2
+        frequency = np.fft.rfftfreq(signal.shape[-1], 1 / 44100)
+        return spectrum[(frequency >= low_hz) & (frequency < high_hz)].sum()
+
+    # Below the ramp the two agree (up to the window's leakage), above it the sharper mask takes more out.
+    np.testing.assert_allclose(band_energy(sharp_out, 0, 3000), band_energy(plain_out, 0, 3000), rtol=1e-3)
+    assert band_energy(sharp_out, 8000, 22050) < 0.9 * band_energy(plain_out, 8000, 22050)
+    # A mask of 1 stays 1 in the treble too.
+    whole = Denoiser(pass_through_model, device="cpu", mask_exponent=2.0, treble_mask_exponent=6.0)
+    np.testing.assert_allclose(whole.denoise(audio, 44100), audio, atol=1e-5)
+
+
 @pytest.mark.parametrize("exponent", [0.0, -1.0, 100.0])
 def test_an_out_of_range_mask_exponent_is_refused(random_model, exponent):
     with pytest.raises(ValueError, match=str(exponent)):
         Denoiser(random_model, device="cpu", mask_exponent=exponent)
+    with pytest.raises(ValueError, match=f"treble_mask_exponent.*{exponent}"):
+        Denoiser(random_model, device="cpu", mask_exponent=2.0, treble_mask_exponent=exponent)
 
 
-def test_a_malformed_calibration_in_the_sidecar_is_refused_with_the_file_named(tmp_path, random_model):
-    path = save_model(tmp_path / "m.safetensors", random_model, metadata={"calibration": {"mask_exponent": "two"}})
-    with pytest.raises(CheckpointError, match="bad calibration.*two"):
+@pytest.mark.parametrize("calibration", [{"mask_exponent": "two"}, {"mask_exponent": 2.0, "treble_mask_exponent": "two"}])
+def test_a_malformed_calibration_in_the_sidecar_is_refused_with_the_file_named(tmp_path, random_model, calibration):
+    path = save_model(tmp_path / "m.safetensors", random_model, metadata={"calibration": calibration})
+    with pytest.raises(CheckpointError, match="m.safetensors: bad calibration.*two"):
         load_model(path)
 
 

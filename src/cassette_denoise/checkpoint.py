@@ -2,7 +2,8 @@
 
 ``NAME.safetensors`` holds the tensors; ``NAME.json`` holds the format version, the model config,
 package and torch versions, a description of the training data, the measured metrics and, once
-chosen (benchmarks/mask_exponent.py), the inference calibration ``{"mask_exponent": p}``.
+chosen (benchmarks/mask_exponent.py), the inference calibration ``{"mask_exponent": p,
+"treble_mask_exponent": q}`` (the second optional).
 """
 
 from __future__ import annotations
@@ -76,8 +77,10 @@ def load_model(path: str | os.PathLike) -> tuple[UNet, dict[str, Any]]:
     except (KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"{path}: bad model config in sidecar ({error})") from None
     calibration = sidecar.get("calibration", {})
-    if not isinstance(calibration, dict) or not isinstance(calibration.get("mask_exponent", 1.0), (int, float)):
-        raise CheckpointError(f"{path}: bad calibration in sidecar ({calibration!r}); want {{\"mask_exponent\": number}}")
+    if not isinstance(calibration, dict) or not all(
+            isinstance(calibration.get(key, 1.0), (int, float)) for key in ("mask_exponent", "treble_mask_exponent")):
+        raise CheckpointError(f"{path}: bad calibration in sidecar ({calibration!r}); "
+                              f"want {{\"mask_exponent\": number, \"treble_mask_exponent\": number (optional)}}")
     model = UNet(config)
     try:
         model.load_state_dict(load_file(str(path)), strict=True)

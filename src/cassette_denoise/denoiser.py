@@ -7,8 +7,9 @@ The signal path (the seed's, with its flaws fixed):
 2. STFT (512 bins, hop 512), magnitude → dB against a fixed full-scale reference → ``[-1, 1]``;
 3. tiles of 512 frames overlapping by TILE_OVERLAP_FRAMES; the model predicts a 0-1 mask per tile;
    overlapping masks are cross-faded with weights that sum to one, so there are no seams;
-4. the mask is raised to the model's calibrated exponent, floored at ``-strength_db`` dB and
-   multiplied with the noisy spectrum (noisy phase kept);
+4. the mask is raised to the model's calibrated exponent (a treble exponent of its own from
+   TREBLE_RAMP_HZ up), floored at ``-strength_db`` dB and multiplied with the noisy spectrum
+   (noisy phase kept);
 5. inverse STFT by weighted overlap-add; resample back; exactly the input's length.
 
 Everything runs through :class:`DenoiseStream`, which takes any block sizes and holds only a few
@@ -49,6 +50,10 @@ TILE_FRAMES = 512
 #: frame, so this sets most of the speed. Chosen on the validation split (docs/MODEL_CARD.md).
 TILE_OVERLAP_FRAMES = 64
 BUNDLED_MODEL = "cassette-unet-w8-empty-bins"
+#: The mask exponent is the calibrated ``mask_exponent`` up to the first frequency and the calibrated
+#: ``treble_mask_exponent`` from the second up, linear in between (docs/MODEL_CARD.md, "Session 12"):
+#: SI-SDR hardly sees the treble, so the treble's exponent is calibrated on the log-spectral distance.
+TREBLE_RAMP_HZ = (4000.0, 8000.0)
 #: Samples read per block when streaming a file: about 3 s at 44.1 kHz.
 BLOCK_FRAMES = 1 << 17
 FLOAT_SUBTYPES = frozenset({"FLOAT", "DOUBLE", "VORBIS", "OPUS"})
@@ -86,37 +91,44 @@ class Denoiser:
     """
 
     def __init__(self, model: UNet, *, device: str = "auto", metadata: dict | None = None,
-                 mask_exponent: float | None = None, remove_hum: bool = REMOVE_HUM):
+                 mask_exponent: float | None = None, treble_mask_exponent: float | None = None,
+                 remove_hum: bool = REMOVE_HUM):
         """``mask_exponent`` defaults to the one calibrated for this model (its sidecar's
-        ``calibration.mask_exponent``; 1, the raw mask, for a model without one). ``remove_hum``
-        switches the hum stage before the model."""
+        ``calibration.mask_exponent``; 1, the raw mask, for a model without one), and
+        ``treble_mask_exponent`` (from :data:`TREBLE_RAMP_HZ` up) to the sidecar's
+        ``calibration.treble_mask_exponent``, else to ``mask_exponent``. ``remove_hum`` switches
+        the hum stage before the model."""
         self.remove_hum = remove_hum
         self.device = resolve_device(device)
         # channels_last halves CPU inference time for this narrow network (oneDNN's fast path).
         self.model = model.eval().to(self.device, memory_format=torch.channels_last)
         self.metadata = metadata or {}
+        calibration = self.metadata.get("calibration", {})
         if mask_exponent is None:
-            mask_exponent = self.metadata.get("calibration", {}).get("mask_exponent", 1.0)
-        if not 0.25 <= mask_exponent <= 8:
-            raise ValueError(f"mask_exponent must be between 0.25 and 8, got {mask_exponent}")
+            mask_exponent = calibration.get("mask_exponent", 1.0)
+        if treble_mask_exponent is None:
+            treble_mask_exponent = calibration.get("treble_mask_exponent", mask_exponent)
+        for name, value in (("mask_exponent", mask_exponent), ("treble_mask_exponent", treble_mask_exponent)):
+            if not 0.25 <= value <= 8:
+                raise ValueError(f"{name} must be between 0.25 and 8, got {value}")
         self.mask_exponent = float(mask_exponent)
+        self.treble_mask_exponent = float(treble_mask_exponent)
         if TILE_FRAMES % model.config.frame_multiple:
             raise ValueError(f"tile of {TILE_FRAMES} frames does not fit a {model.config.levels}-level U-Net")
 
     @classmethod
-    def from_pretrained(cls, *, device: str = "auto", mask_exponent: float | None = None,
-                        remove_hum: bool = REMOVE_HUM) -> "Denoiser":
-        """The model bundled inside the package (no download)."""
+    def from_pretrained(cls, **options) -> "Denoiser":
+        """The model bundled inside the package (no download); ``options`` as for the constructor."""
         weights = resources.files("cassette_denoise") / "weights" / f"{BUNDLED_MODEL}.safetensors"
         with resources.as_file(weights) as path:
-            return cls.from_checkpoint(path, device=device, mask_exponent=mask_exponent, remove_hum=remove_hum)
+            return cls.from_checkpoint(path, **options)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, *, device: str = "auto", mask_exponent: float | None = None,
-                        remove_hum: bool = REMOVE_HUM) -> "Denoiser":
-        """A user's or a training run's ``.safetensors`` file (with its JSON sidecar)."""
+    def from_checkpoint(cls, path: str | Path, **options) -> "Denoiser":
+        """A user's or a training run's ``.safetensors`` file (with its JSON sidecar); ``options`` as
+        for the constructor."""
         model, metadata = load_model(path)
-        return cls(model, device=device, metadata=metadata, mask_exponent=mask_exponent, remove_hum=remove_hum)
+        return cls(model, metadata=metadata, **options)
 
     def stream(self, *, channels: int, sample_rate: int, strength_db: float = DEFAULT_STRENGTH_DB) -> "DenoiseStream":
         return DenoiseStream(self, channels=channels, sample_rate=sample_rate, strength_db=strength_db)
@@ -211,7 +223,8 @@ class DenoiseStream:
         self._from_model = Resampler(MODEL_SAMPLE_RATE, sample_rate, channels)
         self._hum = HumRemover(channels=channels, sample_rate=MODEL_SAMPLE_RATE) if denoiser.remove_hum else None
         self._core = _MaskStream(denoiser.model, device=denoiser.device, channels=channels,
-                                 mask_exponent=denoiser.mask_exponent, mask_floor=10 ** (-strength_db / 20))
+                                 mask_exponent=mask_exponents(denoiser.mask_exponent, denoiser.treble_mask_exponent),
+                                 mask_floor=10 ** (-strength_db / 20))
         self._samples_in = 0
 
     def process(self, block: np.ndarray) -> np.ndarray:
@@ -244,7 +257,9 @@ class _MaskStream:
     ``(f + 1) * HOP`` are. Each buffer below stores only what is not final yet.
     """
 
-    def __init__(self, model: UNet, *, device: torch.device, channels: int, mask_exponent: float, mask_floor: float):
+    def __init__(self, model: UNet, *, device: torch.device, channels: int, mask_exponent: float | torch.Tensor,
+                 mask_floor: float):
+        """``mask_exponent``: one number, or one per bin, ``(BINS, 1)``."""
         self.model, self.device, self.channels = model, device, channels
         self.mask_exponent, self.mask_floor = mask_exponent, mask_floor
         self.tile_hop = TILE_FRAMES - TILE_OVERLAP_FRAMES
@@ -379,6 +394,19 @@ class _MaskStream:
             out = out[:, : max(0, limit_samples - self._emitted)]
         self._emitted += out.shape[1]
         return out.numpy()
+
+
+def mask_exponents(mask_exponent: float, treble_mask_exponent: float) -> float | torch.Tensor:
+    """The exponent for every bin, ``(BINS, 1)``: ``mask_exponent`` up to ``TREBLE_RAMP_HZ[0]``,
+    ``treble_mask_exponent`` from ``TREBLE_RAMP_HZ[1]`` up, linear in frequency in between.
+
+    Equal exponents give the plain number, so the mask is raised exactly as with one exponent.
+    """
+    if treble_mask_exponent == mask_exponent:
+        return mask_exponent
+    low, high = TREBLE_RAMP_HZ
+    share = ((spectral.bin_frequencies_hz(MODEL_SAMPLE_RATE) - low) / (high - low)).clamp(0.0, 1.0)
+    return (mask_exponent + share * (treble_mask_exponent - mask_exponent)).float().unsqueeze(-1)
 
 
 def _fill_tile(magnitude: torch.Tensor) -> torch.Tensor:

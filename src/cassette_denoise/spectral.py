@@ -20,6 +20,11 @@ FLOOR_DB = -120.0
 CEILING_DB = 0.0
 
 
+def bin_frequencies_hz(sample_rate: int = 44100) -> torch.Tensor:
+    """The centre frequency of each STFT bin at ``sample_rate``, ``(BINS,)`` float64."""
+    return torch.arange(BINS, dtype=torch.float64) * sample_rate / N_FFT
+
+
 def window(device: torch.device | str | None = None) -> torch.Tensor:
     """The analysis and synthesis window, ``(N_FFT,)``."""
     return torch.hann_window(N_FFT, periodic=True, device=device)
