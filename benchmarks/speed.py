@@ -38,7 +38,7 @@ DEFAULT_DURATIONS_S = (10, 60, 600, 3600)
 RTF_TARGET = 0.05
 SEED_WIDTH = 16
 POLL_S = 0.2
-# The denoise command's closing summary: "denoised 1 file(s), 0:10 of audio in 0.6 s, ...".
+# The denoise command's closing summary: "denoised 1 file(s), 0:10 of audio in 0.62 s, ...".
 SUMMARY_SECONDS = re.compile(r"of audio in ([0-9.]+) s")
 
 

@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
 
     elapsed = time.perf_counter() - started
     speed = f", {audio_s / elapsed:.1f}x real time" if elapsed > 0 and audio_s else ""
-    print(f"denoised {done} file(s), {_duration(audio_s)} of audio in {elapsed:.1f} s{speed}; "
+    print(f"denoised {done} file(s), {_duration(audio_s)} of audio in {elapsed:.2f} s{speed}; "
           f"{skipped} skipped, {len(errors)} failed", file=sys.stderr)
     return EXIT_FAILED if errors else EXIT_OK
 
