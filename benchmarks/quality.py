@@ -171,8 +171,8 @@ def load_models(args, parser) -> tuple[list[tuple[str, object]], dict]:
     if len(set(exponents.values())) > 1:
         # A training checkpoint carries no calibration (exponent 1) while the bundled model has one: Session 8
         # compared the two that way without noticing (docs/MODEL_CARD.md, "Session 9").
-        log.warning("models compared at different mask exponents %s; pass --mask-exponent to compare like with like",
-                    exponents)
+        log.warning("models compared at different (mask, treble mask) exponents %s; pass --mask-exponent and "
+                    "--treble-mask-exponent to compare like with like", exponents)
     return models, described
 
 
