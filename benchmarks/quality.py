@@ -93,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
                              "its mask exponent)")
     parser.add_argument("--hum", choices=("on", "off"),
                         help="the hum stage for every model (default: the denoiser's default)")
+    parser.add_argument("--mono", action="store_true",
+                        help="mix each excerpt down to one channel before the tape (a mono file; the stereo "
+                             "excerpts give each track its own hiss, which a coherence model can use)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=_common.RESULTS_DIR / "quality.json")
     args = parser.parse_args(argv)
@@ -199,7 +202,8 @@ def synthetic_test_set(args, methods) -> dict:
             # One generator per (preset, excerpt): any subset of presets or excerpts draws the same tapes.
             rng = np.random.default_rng([args.seed, 1, _common_hash(preset), number])
             params = sample_cassette(rng, preset=preset)
-            simulation = apply_cassette(excerpt.audio, _common.SAMPLE_RATE, params)
+            audio = excerpt.audio.mean(axis=0, keepdims=True) if args.mono else excerpt.audio
+            simulation = apply_cassette(audio, _common.SAMPLE_RATE, params)
             target = simulation.target[:, margin:-margin].astype(np.float64)
             noise = simulation.noisy[:, margin:-margin].astype(np.float64) - target
             simulations.append({"preset": preset, "excerpt": excerpt.name, "params": params_to_json(params),
@@ -215,6 +219,7 @@ def synthetic_test_set(args, methods) -> dict:
                  time.perf_counter() - started)
     return {
         "source": source,
+        "channels": "mono downmix" if args.mono else "as the files have them",
         "excerpt_s": args.excerpt_s,
         "excerpts": [{"name": e.name, "path": str(e.path), "start_s": e.start_s} for e in excerpts],
         "presets": presets,

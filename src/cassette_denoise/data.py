@@ -61,6 +61,11 @@ class PairConfig:
     empty_bins_probability: float = 0.0
     #: Range of that threshold, dB under the loudest bin, drawn uniformly.
     empty_bins_below_db: tuple[float, float] = (50.0, 80.0)
+    #: Probability that an example keeps both channels of a stereo source, each track of the tape with
+    #: its own hiss, for a model that sees the channels' coherence. Any value > 0 makes every example
+    #: ``(2, samples)``, the channel to denoise first; the others are a mono mix or one channel, the same
+    #: on both tracks as from a mono tape (0 = mono examples ``(samples,)``, as older runs drew).
+    stereo_probability: float = 0.0
 
     def __post_init__(self):
         names = (self.preset,) if isinstance(self.preset, str) else self.preset
@@ -80,6 +85,8 @@ class PairConfig:
             raise ValueError(f"empty_bins_probability must be in [0, 1], got {self.empty_bins_probability}")
         if not 0.0 < self.empty_bins_below_db[0] <= self.empty_bins_below_db[1]:
             raise ValueError(f"empty_bins_below_db must be 0 < low <= high, got {self.empty_bins_below_db}")
+        if not 0.0 <= self.stereo_probability <= 1.0:
+            raise ValueError(f"stereo_probability must be in [0, 1], got {self.stereo_probability}")
         if not 0.0 <= self.modulation_sidebands_probability <= 1.0:
             raise ValueError(
                 f"modulation_sidebands_probability must be in [0, 1], got {self.modulation_sidebands_probability}")
@@ -123,15 +130,20 @@ def load_noise_recordings(paths: list[Path]) -> list[np.ndarray]:
 def make_example(
     sources: list[Source], noises: list[np.ndarray], config: PairConfig, rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One mono ``(noisy, target)`` pair, each float32 ``(crop_samples,)``."""
+    """One ``(noisy, target)`` pair, each float32 ``(crop_samples,)``, or ``(2, crop_samples)`` with
+    ``config.stereo_probability`` (see there)."""
     weights = np.array([source.frames for source in sources], dtype=np.float64)
     source = sources[rng.choice(len(sources), p=weights / weights.sum())]
     length = config.crop_samples + 2 * MARGIN_SAMPLES
     start = int(rng.integers(0, max(1, source.frames - length)))
     clean = read_excerpt(source.path, start_frame=start, frames=length)
-    # Mono examples: a random channel or the mid signal, so the model sees both wide and centred mixes.
-    choice = int(rng.integers(0, clean.shape[0] + 1))
-    clean = clean.mean(axis=0, keepdims=True) if choice == clean.shape[0] else clean[choice: choice + 1]
+    stereo = bool(config.stereo_probability and rng.random() < config.stereo_probability and clean.shape[0] == 2)
+    if stereo:
+        clean = clean[::-1].copy() if rng.random() < 0.5 else clean  # either channel is the one to denoise
+    else:
+        # Mono examples: a random channel or the mid signal, so the model sees both wide and centred mixes.
+        choice = int(rng.integers(0, clean.shape[0] + 1))
+        clean = clean.mean(axis=0, keepdims=True) if choice == clean.shape[0] else clean[choice: choice + 1]
     if config.band_limit_probability and rng.random() < config.band_limit_probability:
         clean = band_limit(clean, corner_hz=log_uniform(rng, *config.band_limit_hz))
     if config.empty_bins_probability and rng.random() < config.empty_bins_probability:
@@ -142,14 +154,18 @@ def make_example(
     if config.modulation_sidebands_probability and rng.random() < config.modulation_sidebands_probability:
         tape = dataclasses.replace(tape, modulation_sidebands=ModulationSidebands.sample_params(rng))
     result = apply_cassette(clean, MODEL_SAMPLE_RATE, tape)
-    noisy, target = result.noisy[0], result.target[0]
+    noisy, target = result.noisy, result.target  # (channels, samples)
     if noises and rng.random() < config.recorded_noise_probability:
-        noisy = noisy + _recorded_noise(noises, target, length, config, rng)
+        noisy = noisy + np.stack([_recorded_noise(noises, channel, length, config, rng) for channel in target])
     crop = slice(MARGIN_SAMPLES, MARGIN_SAMPLES + config.crop_samples)
     if config.noise_snr_probability and rng.random() < config.noise_snr_probability:
-        noisy = target + rescaled_noise(noisy[crop] - target[crop], noisy - target, target[crop],
+        noisy = target + rescaled_noise(noisy[:, crop] - target[:, crop], noisy - target, target[:, crop],
                                         snr_db=rng.uniform(*config.noise_snr_db))
-    return noisy[crop].astype(np.float32), target[crop].astype(np.float32)
+    noisy, target = noisy[:, crop].astype(np.float32), target[:, crop].astype(np.float32)
+    if not config.stereo_probability:
+        return noisy[0], target[0]
+    # A mono example fills both tracks alike: a mono tape copied to two channels (coherence 1 throughout).
+    return np.broadcast_to(noisy, (2, noisy.shape[1])).copy(), np.broadcast_to(target, (2, target.shape[1])).copy()
 
 
 def band_limit(audio: np.ndarray, *, corner_hz: float) -> np.ndarray:
@@ -200,7 +216,7 @@ def _recorded_noise(noises, target, length, config, rng) -> np.ndarray:
 
 
 class TrainingPairs(IterableDataset):
-    """Endless stream of ``(noisy, target)`` float32 tensors ``(crop_samples,)``."""
+    """Endless stream of ``(noisy, target)`` float32 tensors shaped as :func:`make_example`'s."""
 
     def __init__(self, sources: list[Source], *, config: PairConfig, seed: int, rank: int = 0,
                  start_step: int = 0, noises: list[np.ndarray] | None = None):
@@ -217,7 +233,7 @@ class TrainingPairs(IterableDataset):
 
 def fixed_examples(sources: list[Source], *, config: PairConfig, count: int, seed: int,
                    noises: list[np.ndarray] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """A reproducible set of pairs (validation/test), ``(count, crop_samples)`` each."""
+    """A reproducible set of pairs (validation/test), ``(count, crop_samples)`` (or ``(count, 2, crop_samples)``) each."""
     rng = np.random.default_rng(seed)
     pairs = [make_example(sources, noises or [], config, rng) for _ in range(count)]
     return torch.from_numpy(np.stack([p[0] for p in pairs])), torch.from_numpy(np.stack([p[1] for p in pairs]))

@@ -87,7 +87,8 @@ class Denoiser:
     """A mask model plus the signal path around it.
 
     Audio arrays are float ``(channels, samples)`` (a 1-D array is one channel) at any rate from
-    8 to 192 kHz; each channel is denoised on its own.
+    8 to 192 kHz; each channel gets its own mask (a model with ``coherence_input`` also sees how
+    alike the channels are, :func:`spectral.channel_coherence`).
     """
 
     def __init__(self, model: UNet, *, device: str = "auto", metadata: dict | None = None,
@@ -270,7 +271,7 @@ class _MaskStream:
         self._spectra = torch.zeros(channels, spectral.BINS, 0, dtype=torch.complex64)  # from frame _spec_start
         self._mask_sum = torch.zeros(channels, spectral.BINS, 0)
         self._weight_sum = torch.zeros(0)
-        self._recent = torch.zeros(channels, spectral.BINS, 0)  # magnitudes of the last TILE_FRAMES frames
+        self._recent = torch.zeros(channels, spectral.BINS, 0, dtype=torch.complex64)  # the last TILE_FRAMES frames
         self._spec_start = 0
         self._next_tile = 0
         self._out_sum = torch.zeros(channels, 0)  # overlap-add of final frames, from padded sample _out_start
@@ -310,7 +311,7 @@ class _MaskStream:
         segment = self._audio[:, offset: offset + (usable - first - 1) * spectral.HOP + spectral.N_FFT]
         new = spectral.stft(segment)
         self._spectra = torch.cat([self._spectra, new], dim=-1)
-        self._recent = torch.cat([self._recent, new.abs()], dim=-1)[..., -TILE_FRAMES:]
+        self._recent = torch.cat([self._recent, new], dim=-1)[..., -TILE_FRAMES:]
         self._mask_sum = torch.nn.functional.pad(self._mask_sum, (0, new.shape[-1]))
         self._weight_sum = torch.nn.functional.pad(self._weight_sum, (0, new.shape[-1]))
         # Keep only the audio that later frames still need.
@@ -328,7 +329,7 @@ class _MaskStream:
     def _run_tile(self, tile: int) -> None:
         start = tile * self.tile_hop
         offset = start - self._spec_start
-        self._accumulate(start, self._mask(self._spectra[..., offset: offset + TILE_FRAMES].abs()))
+        self._accumulate(start, self._mask(self._spectra[..., offset: offset + TILE_FRAMES]))
 
     def _run_end_tile(self, frames_needed: int) -> None:
         """The last tile ends exactly at the last frame, so the model sees only real audio.
@@ -336,13 +337,15 @@ class _MaskStream:
         (A regular tile there would be mostly padding, and the model answers padding by letting the
         hiss before it through.) Only files shorter than one tile are filled, by mirroring.
         """
-        magnitude = self._recent[..., -TILE_FRAMES:]
-        start = frames_needed - magnitude.shape[-1]
-        self._accumulate(start, self._mask(_fill_tile(magnitude))[..., : magnitude.shape[-1]])
+        spectra = self._recent[..., -TILE_FRAMES:]
+        start = frames_needed - spectra.shape[-1]
+        self._accumulate(start, self._mask(_fill_tile(spectra))[..., : spectra.shape[-1]])
 
-    def _mask(self, magnitude: torch.Tensor) -> torch.Tensor:
-        """Model mask for a full tile of magnitudes ``(channels, BINS, TILE_FRAMES)``."""
-        features = spectral.model_input(magnitude, noise_floor=self.model.config.noise_floor_input)
+    def _mask(self, spectra: torch.Tensor) -> torch.Tensor:
+        """Model mask for a full tile of complex spectra ``(channels, BINS, TILE_FRAMES)``."""
+        config = self.model.config
+        coherence = spectral.channel_coherence(spectra) if config.coherence_input else None
+        features = spectral.model_input(spectra.abs(), noise_floor=config.noise_floor_input, coherence=coherence)
         with torch.inference_mode():
             # One channel at a time on the CPU: the same speed as a batch, half the activation memory.
             step = self.channels if self.device.type == "cuda" else 1
@@ -409,15 +412,15 @@ def mask_exponents(mask_exponent: float, treble_mask_exponent: float) -> float |
     return (mask_exponent + share * (treble_mask_exponent - mask_exponent)).float().unsqueeze(-1)
 
 
-def _fill_tile(magnitude: torch.Tensor) -> torch.Tensor:
+def _fill_tile(spectra: torch.Tensor) -> torch.Tensor:
     """Extend a file shorter than one tile, ``(channels, BINS, frames)``, to ``TILE_FRAMES`` by mirroring it in time.
 
     Mirrored music is a more natural context for the model than a cliff into silence; the masks of
     the filled frames are discarded.
     """
-    while magnitude.shape[-1] < TILE_FRAMES:
-        magnitude = torch.cat([magnitude, magnitude.flip(-1)], dim=-1)
-    return magnitude[..., :TILE_FRAMES]
+    while spectra.shape[-1] < TILE_FRAMES:
+        spectra = torch.cat([spectra, spectra.flip(-1)], dim=-1)
+    return spectra[..., :TILE_FRAMES]
 
 
 def _dbfs(peak: float) -> float:

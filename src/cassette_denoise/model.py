@@ -30,6 +30,9 @@ class UNetConfig:
     #: A second input channel with each bin's noise floor over the tile (:func:`spectral.model_input`).
     #: False is the seed's single-channel input.
     noise_floor_input: bool = False
+    #: A last input channel with the cell's coherence with the other channels
+    #: (:func:`spectral.channel_coherence`): the tracks' hiss is independent, the music is not.
+    coherence_input: bool = False
 
     def __post_init__(self):
         if self.base_width < 1 or self.levels < 2:
@@ -37,7 +40,7 @@ class UNetConfig:
 
     @property
     def input_channels(self) -> int:
-        return 2 if self.noise_floor_input else 1
+        return 1 + int(self.noise_floor_input) + int(self.coherence_input)
 
     @property
     def frame_multiple(self) -> int:

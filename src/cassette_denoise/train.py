@@ -67,6 +67,11 @@ class TrainConfig:
     #: With ``noise_floor_input``, the floor is measured over this many frames around each crop, as
     #: it is over a whole 512-frame tile at inference.
     context_frames: int = 512
+    #: Give the model each cell's coherence with the other channel as a last input channel (see
+    #: ``spectral.channel_coherence``); needs stereo examples (``stereo_probability``).
+    coherence_input: bool = False
+    #: Share of examples that keep both channels of a stereo source (see ``PairConfig``).
+    stereo_probability: float = 0.0
     #: Start from this checkpoint's weights ("" = He-normal init). Input channels the checkpoint lacks
     #: start at zero, so the run begins exactly where that model ended.
     init_from: str = ""
@@ -123,6 +128,9 @@ class TrainConfig:
             raise ValueError(f"crop frames must be multiples of 16, got {self.crop_frames}/{self.validation_crop_frames}")
         if not 0.0 <= self.weight_average_decay < 1.0:
             raise ValueError(f"weight_average_decay must be in [0, 1), got {self.weight_average_decay}")
+        if self.coherence_input != (self.stereo_probability > 0):
+            raise ValueError(f"coherence_input ({self.coherence_input}) needs stereo examples and stereo examples "
+                             f"need it: stereo_probability is {self.stereo_probability}")
         if self.noise_floor_input and self.context_frames < self.crop_frames:
             raise ValueError(f"context_frames ({self.context_frames}) must be at least crop_frames ({self.crop_frames})")
 
@@ -194,16 +202,21 @@ def learning_rate_at(step: int, config: TrainConfig) -> float:
 
 
 def spectra_batch(noisy: torch.Tensor, target: torch.Tensor, *, noise_floor: bool = False,
-                  crop_frames: int | None = None):
-    """Waveforms ``(batch, samples)`` -> model input ``(batch, channels, BINS, frames)``, noisy and target
-    complex STFTs ``(batch, 1, BINS, frames)`` (what :data:`LOSSES` take).
+                  coherence: bool = False, crop_frames: int | None = None):
+    """Waveforms ``(batch, samples)``, or ``(batch, 2, samples)`` with the channel to denoise first, ->
+    model input ``(batch, channels, BINS, frames)``, noisy and target complex STFTs of that channel
+    ``(batch, 1, BINS, frames)`` (what :data:`LOSSES` take).
 
     The input is computed over every frame (so a noise floor sees the whole context) and then all three
-    are cut to the centre ``crop_frames`` frames when given.
+    are cut to the centre ``crop_frames`` frames when given. ``coherence`` adds the channels' coherence.
     """
-    noisy_spectrum = spectral.stft(noisy)
-    target_spectrum = spectral.stft(target).unsqueeze(1)
-    features = spectral.model_input(noisy_spectrum.abs(), noise_floor=noise_floor)
+    if noisy.dim() == 2:
+        noisy, target = noisy.unsqueeze(1), target.unsqueeze(1)
+    spectra = spectral.stft(noisy)  # (batch, channels, BINS, frames)
+    noisy_spectrum = spectra[:, 0]
+    target_spectrum = spectral.stft(target[:, 0]).unsqueeze(1)
+    coherence_map = spectral.channel_coherence(spectra)[:, 0] if coherence else None
+    features = spectral.model_input(noisy_spectrum.abs(), noise_floor=noise_floor, coherence=coherence_map)
     noisy_spectrum = noisy_spectrum.unsqueeze(1)
     if crop_frames is not None and crop_frames < features.shape[-1]:
         first = (features.shape[-1] - crop_frames) // 2
@@ -220,18 +233,26 @@ def logit_penalty(logits: torch.Tensor, *, limit: float) -> torch.Tensor:
 
 
 def validate(model: UNet, noisy: torch.Tensor, target: torch.Tensor, *, loss_name: str) -> dict[str, float]:
-    """Scores on fixed pairs ``(count, samples)`` through the real inference path (tiles, overlap-add)."""
+    """Scores on fixed pairs ``(count, samples)`` (or ``(count, 2, samples)``, scored on the first channel)
+    through the real inference path (tiles, overlap-add)."""
     model.eval()
     with torch.no_grad():
         features, noisy_spectrum, target_spectrum = spectra_batch(
-            noisy, target, noise_floor=model.config.noise_floor_input)
+            noisy, target, noise_floor=model.config.noise_floor_input, coherence=model.config.coherence_input)
         loss = float(LOSSES[loss_name](model(features), noisy_spectrum, target_spectrum))
     denoiser = Denoiser(copy.deepcopy(model), device="cpu")
     noisy_np, target_np = noisy.numpy(), target.numpy()
-    outputs = np.concatenate([
-        denoiser.denoise(noisy_np[start: start + 8], MODEL_SAMPLE_RATE, strength_db=DEFAULT_STRENGTH_DB)
-        for start in range(0, len(noisy_np), 8)
-    ])
+    if noisy_np.ndim == 3:
+        # Each pair is one recording: its two channels go through together, as a stereo file would.
+        outputs = np.stack([denoiser.denoise(pair, MODEL_SAMPLE_RATE, strength_db=DEFAULT_STRENGTH_DB)[0]
+                            for pair in noisy_np])
+        noisy_np, target_np = noisy_np[:, 0], target_np[:, 0]
+    else:
+        # Unrelated mono pairs, eight at a time as the channels of one array (each channel gets its own mask).
+        outputs = np.concatenate([
+            denoiser.denoise(noisy_np[start: start + 8], MODEL_SAMPLE_RATE, strength_db=DEFAULT_STRENGTH_DB)
+            for start in range(0, len(noisy_np), 8)
+        ])
     scores = {"val_loss": loss}
     si_out = [si_sdr(t, o) for t, o in zip(target_np, outputs)]
     si_in = [si_sdr(t, n) for t, n in zip(target_np, noisy_np)]
@@ -304,7 +325,8 @@ def train(config: TrainConfig, *, resume: bool = False, progress=None) -> dict:
             "validation": [str(source.path) for source in validation_sources],
         }, indent=1))
 
-    model = UNet(UNetConfig(base_width=config.base_width, noise_floor_input=config.noise_floor_input))
+    model = UNet(UNetConfig(base_width=config.base_width, noise_floor_input=config.noise_floor_input,
+                            coherence_input=config.coherence_input))
     if config.init_from and not (resume and (run_dir / "latest.safetensors").exists()):
         initialise_from(model, Path(config.init_from), generator=torch.Generator().manual_seed(config.seed))
     model = model.to(device, memory_format=torch.channels_last)
@@ -347,7 +369,8 @@ def train(config: TrainConfig, *, resume: bool = False, progress=None) -> dict:
             trainable.train()
             noisy, target = next(batches)
             features, noisy_spectrum, target_spectrum = spectra_batch(
-                noisy.to(device), target.to(device), noise_floor=config.noise_floor_input, crop_frames=config.crop_frames)
+                noisy.to(device), target.to(device), noise_floor=config.noise_floor_input,
+                coherence=config.coherence_input, crop_frames=config.crop_frames)
             rate = learning_rate_at(state["step"], config)
             for group in optimizer.param_groups:
                 group["lr"] = rate
@@ -413,7 +436,7 @@ def initialise_from(model: UNet, path: Path, *, generator: torch.Generator | Non
     """
     source, _ = load_model(path)
     expected = dataclasses.replace(model.config, noise_floor_input=source.config.noise_floor_input,
-                                   base_width=source.config.base_width)
+                                   coherence_input=source.config.coherence_input, base_width=source.config.base_width)
     if source.config != expected or source.config.base_width > model.config.base_width:
         raise ValueError(f"{path}: its config {source.config} cannot initialise {model.config}")
     if source.config.base_width < model.config.base_width:
