@@ -241,6 +241,50 @@ def test_a_noise_floor_run_starts_from_a_checkpoint_and_saves_a_two_channel_mode
     assert sidecar["config"]["noise_floor_input"] is True
 
 
+def test_a_coherence_run_starts_from_a_noise_floor_checkpoint_and_saves_a_three_channel_model(corpus, tmp_path):
+    train(tiny_config(corpus, tmp_path / "floor", noise_floor_input=True, context_frames=64, max_steps=2))
+    config = tiny_config(corpus, tmp_path / "stereo", noise_floor_input=True, context_frames=64, coherence_input=True,
+                         stereo_probability=0.5, init_from=str(tmp_path / "floor" / "best.safetensors"))
+    assert train(config)["step"] == 4
+    sidecar = json.loads((tmp_path / "stereo" / "best.json").read_text())
+    assert sidecar["config"]["coherence_input"] is True and sidecar["validation"]["val_si_sdr_db"] > -100
+    with pytest.raises(ValueError, match="stereo_probability"):
+        tiny_config(corpus, tmp_path / "x", coherence_input=True)
+    with pytest.raises(ValueError, match="stereo_probability"):
+        tiny_config(corpus, tmp_path / "x", stereo_probability=0.5)
+
+
+def test_stereo_examples_give_each_track_its_own_hiss_and_mono_ones_the_same_on_both(corpus):
+    sources = scan_sources(sorted(corpus.glob("*.flac")))
+    stereo_noisy, stereo_target = fixed_examples(
+        sources, config=PairConfig(crop_frames=64, stereo_probability=1.0), count=2, seed=0)
+    assert stereo_noisy.shape == stereo_target.shape == (2, 2, PairConfig(crop_frames=64).crop_samples)
+    # Above 5 kHz the tape's noise is its hiss, drawn per track (hum and rumble, shared, lie far lower).
+    treble = spectral.bin_frequencies_hz() > 5000
+    noise_coherence = spectral.channel_coherence(spectral.stft(stereo_noisy - stereo_target))[:, 0, treble]
+    assert torch.all(noise_coherence.flatten(1).median(-1).values < 0.5)
+    assert not torch.equal(stereo_target[:, 0], stereo_target[:, 1])
+    mono_noisy, mono_target = fixed_examples(
+        sources, config=PairConfig(crop_frames=64, stereo_probability=1e-9), count=2, seed=0)
+    assert torch.equal(mono_noisy[:, 0], mono_noisy[:, 1]) and torch.equal(mono_target[:, 0], mono_target[:, 1])
+    single, _ = fixed_examples(sources, config=PairConfig(crop_frames=64), count=2, seed=0)
+    assert single.shape == (2, PairConfig(crop_frames=64).crop_samples)
+
+
+def test_a_coherence_model_initialised_from_a_noise_floor_one_computes_the_same_mask(tmp_path):
+    torch.manual_seed(0)
+    source = UNet(UNetConfig(base_width=4, noise_floor_input=True)).eval()
+    path = save_model(tmp_path / "floor.safetensors", source)
+    extended = UNet(UNetConfig(base_width=4, noise_floor_input=True, coherence_input=True))
+    initialise_from(extended, path)
+    spectra = spectral.stft(torch.randn(2, 63 * spectral.HOP + spectral.N_FFT))
+    with torch.no_grad():
+        expected = source(spectral.model_input(spectra.abs(), noise_floor=True))
+        actual = extended.eval()(spectral.model_input(spectra.abs(), noise_floor=True,
+                                                      coherence=spectral.channel_coherence(spectra)))
+    torch.testing.assert_close(actual, expected)
+
+
 def test_band_limited_pairs_keep_the_music_below_the_corner_and_nothing_above(corpus):
     sources = scan_sources(sorted(corpus.glob("*.flac")))
     # good-deck-type-ii has no saturation, so its signal path adds no harmonics above the corner.
