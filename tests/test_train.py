@@ -271,6 +271,28 @@ def test_stereo_examples_give_each_track_its_own_hiss_and_mono_ones_the_same_on_
     assert single.shape == (2, PairConfig(crop_frames=64).crop_samples)
 
 
+def test_noise_following_treble_rises_with_each_channels_treble_and_leaves_the_bass_noise_alone():
+    from cassette_denoise.data import TREBLE_HZ, noise_following_treble
+
+    rng = np.random.default_rng(0)
+    noise = (rng.standard_normal((2, 44100 * 3)) * 1e-3).astype(np.float32)
+    music = np.zeros_like(noise)
+    music[0, 44100: 44100 + 4410] = rng.standard_normal(4410) * 0.3  # a hi-hat hit on the left track only
+    out = noise_following_treble(noise, music, rise_db=6.0)
+    np.testing.assert_array_equal(out[1], noise[1])  # no treble: no rise (gain exactly 1)
+    spectra, before = spectral.stft(torch.from_numpy(out)), spectral.stft(torch.from_numpy(noise))
+    frames = spectra.shape[-1]
+    hit = slice(int(1.02 * frames / 3), int(1.08 * frames / 3))
+    treble = spectral.bin_frequencies_hz() > 2 * TREBLE_HZ
+    rise_db = 20 * torch.log10(spectra[0, treble, hit].abs().mean() / before[0, treble, hit].abs().mean())
+    assert 5.0 < rise_db < 6.5
+    quiet = slice(int(0.2 * frames), int(0.3 * frames))
+    torch.testing.assert_close(spectra[0, :, quiet], before[0, :, quiet], atol=1e-6, rtol=0)
+    bass = spectral.bin_frequencies_hz() < TREBLE_HZ / 4
+    bass_db = 20 * torch.log10(spectra[0, bass, hit].abs().mean() / before[0, bass, hit].abs().mean())
+    assert abs(bass_db) < 0.3
+
+
 def test_a_coherence_model_initialised_from_a_noise_floor_one_computes_the_same_mask(tmp_path):
     torch.manual_seed(0)
     source = UNet(UNetConfig(base_width=4, noise_floor_input=True)).eval()

@@ -21,7 +21,16 @@ from torch.utils.data import IterableDataset, get_worker_info
 from cassette_denoise import spectral
 from cassette_denoise.audio import MODEL_SAMPLE_RATE, AudioError, probe, read_audio, read_excerpt, resample
 from cassette_denoise.simulate import PRESETS, ModulationSidebands, apply_cassette, sample_cassette
-from cassette_denoise.simulate._dsp import fft_filter, log_uniform, lowpass_response
+from cassette_denoise.simulate._dsp import (
+    block_level_dbfs,
+    block_size,
+    db_to_gain,
+    fft_filter,
+    highpass_response,
+    log_uniform,
+    lowpass_response,
+    upsample_blocks,
+)
 
 #: Extra audio simulated on each side of a crop so filters and echoes have settled inside it.
 MARGIN_SAMPLES = 8192
@@ -66,6 +75,13 @@ class PairConfig:
     #: ``(2, samples)``, the channel to denoise first; the others are a mono mix or one channel, the same
     #: on both tracks as from a mono tape (0 = mono examples ``(samples,)``, as older runs drew).
     stereo_probability: float = 0.0
+    #: Probability that the tape's noise above :data:`TREBLE_HZ` rises with each channel's own treble, by up
+    #: to a drawn ``noise_follows_treble_db`` at the loudest moment: on a real transfer the noise above the
+    #: music's edge comes and goes with every hi-hat (docs/MODEL_CARD.md, "Session 10"), so its level alone
+    #: does not say it is noise; each track's is still its own (0 = never; older runs drew no such number).
+    noise_follows_treble_probability: float = 0.0
+    #: Range of that rise, dB, drawn uniformly.
+    noise_follows_treble_db: tuple[float, float] = (2.0, 8.0)
 
     def __post_init__(self):
         names = (self.preset,) if isinstance(self.preset, str) else self.preset
@@ -85,6 +101,10 @@ class PairConfig:
             raise ValueError(f"empty_bins_probability must be in [0, 1], got {self.empty_bins_probability}")
         if not 0.0 < self.empty_bins_below_db[0] <= self.empty_bins_below_db[1]:
             raise ValueError(f"empty_bins_below_db must be 0 < low <= high, got {self.empty_bins_below_db}")
+        if not 0.0 <= self.noise_follows_treble_probability <= 1.0:
+            raise ValueError(f"noise_follows_treble_probability must be in [0, 1], got {self.noise_follows_treble_probability}")
+        if not 0.0 <= self.noise_follows_treble_db[0] <= self.noise_follows_treble_db[1]:
+            raise ValueError(f"noise_follows_treble_db must be 0 <= low <= high, got {self.noise_follows_treble_db}")
         if not 0.0 <= self.stereo_probability <= 1.0:
             raise ValueError(f"stereo_probability must be in [0, 1], got {self.stereo_probability}")
         if not 0.0 <= self.modulation_sidebands_probability <= 1.0:
@@ -157,6 +177,8 @@ def make_example(
     noisy, target = result.noisy, result.target  # (channels, samples)
     if noises and rng.random() < config.recorded_noise_probability:
         noisy = noisy + np.stack([_recorded_noise(noises, channel, length, config, rng) for channel in target])
+    if config.noise_follows_treble_probability and rng.random() < config.noise_follows_treble_probability:
+        noisy = target + noise_following_treble(noisy - target, target, rise_db=rng.uniform(*config.noise_follows_treble_db))
     crop = slice(MARGIN_SAMPLES, MARGIN_SAMPLES + config.crop_samples)
     if config.noise_snr_probability and rng.random() < config.noise_snr_probability:
         noisy = target + rescaled_noise(noisy[:, crop] - target[:, crop], noisy - target, target[:, crop],
@@ -188,6 +210,31 @@ def empty_quiet_bins(audio: np.ndarray, *, below_db: float) -> np.ndarray:
     summed, envelope = spectral.istft_frames(spectra)
     start = spectral.pad_amount()
     return (summed[..., start: start + samples] / envelope[start: start + samples]).numpy()
+
+
+#: Where :func:`noise_following_treble` looks for treble and lets the noise follow it, Hz.
+TREBLE_HZ = 4000.0
+#: How far under a channel's loudest treble the noise still rises with it, dB.
+TREBLE_RANGE_DB = 30.0
+
+
+def noise_following_treble(noise: np.ndarray, music: np.ndarray, *, rise_db: float) -> np.ndarray:
+    """``noise`` with its part above :data:`TREBLE_HZ` raised where ``music``'s treble is loud, per channel.
+
+    The gain (blocks of ``simulate``'s envelope block, interpolated) is ``rise_db`` where a channel's
+    treble is at its loudest, falling linearly in dB to 0 dB at :data:`TREBLE_RANGE_DB` under that and
+    below (and where the treble is under -100 dBFS); the noise below ``TREBLE_HZ`` (hum, rumble) is untouched. Both arrays are 44.1 kHz
+    ``(channels, samples)``.
+    """
+    def treble(audio: np.ndarray) -> np.ndarray:
+        return fft_filter(audio, MODEL_SAMPLE_RATE, lambda freqs_hz: highpass_response(freqs_hz, TREBLE_HZ, order=4))
+
+    block = block_size(MODEL_SAMPLE_RATE)
+    level_db = block_level_dbfs(treble(music), block)
+    share = np.clip(1.0 + (level_db - level_db.max(axis=-1, keepdims=True)) / TREBLE_RANGE_DB, 0.0, 1.0)
+    share[level_db < -100.0] = 0.0  # digital silence has no treble to follow
+    gain = upsample_blocks(db_to_gain(rise_db * share).astype(np.float32), block, noise.shape[-1])
+    return noise + (gain - 1.0) * treble(noise)
 
 
 def rescaled_noise(measured_noise: np.ndarray, noise: np.ndarray, measured_music: np.ndarray, *,

@@ -72,6 +72,9 @@ class TrainConfig:
     coherence_input: bool = False
     #: Share of examples that keep both channels of a stereo source (see ``PairConfig``).
     stereo_probability: float = 0.0
+    #: Share of examples whose noise above 4 kHz rises with the music's treble, and by how much (see ``PairConfig``).
+    noise_follows_treble_probability: float = 0.0
+    noise_follows_treble_db: tuple[float, float] = (2.0, 8.0)
     #: Start from this checkpoint's weights ("" = He-normal init). Input channels the checkpoint lacks
     #: start at zero, so the run begins exactly where that model ended.
     init_from: str = ""
