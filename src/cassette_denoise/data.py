@@ -223,8 +223,8 @@ def noise_following_treble(noise: np.ndarray, music: np.ndarray, *, rise_db: flo
 
     The gain (blocks of ``simulate``'s envelope block, interpolated) is ``rise_db`` where a channel's
     treble is at its loudest, falling linearly in dB to 0 dB at :data:`TREBLE_RANGE_DB` under that and
-    below (and where the treble is under -100 dBFS); the noise below ``TREBLE_HZ`` (hum, rumble) is untouched. Both arrays are 44.1 kHz
-    ``(channels, samples)``.
+    below (and where the treble is under -100 dBFS); the noise below ``TREBLE_HZ`` (hum, rumble) is
+    untouched. Both arrays are 44.1 kHz ``(channels, samples)``.
     """
     def treble(audio: np.ndarray) -> np.ndarray:
         return fft_filter(audio, MODEL_SAMPLE_RATE, lambda freqs_hz: highpass_response(freqs_hz, TREBLE_HZ, order=4))
