@@ -520,3 +520,11 @@ def test_every_shipped_config_is_a_valid_run_config(path):
     if config.init_from:  # stage 2 of a documented run starts from another shipped config's run
         assert any(TrainConfig.from_toml(other).run_dir == Path(config.init_from).parent.parent.as_posix()
                    for other in path.parent.glob("*.toml")), config.init_from
+
+
+@pytest.mark.parametrize("name", [field.name for field in dataclasses.fields(PairConfig)
+                                  if field.name.endswith("_probability")])
+def test_every_pair_probability_outside_zero_to_one_is_refused_with_its_name_and_value(name):
+    with pytest.raises(ValueError, match=rf"{name} must be in \[0, 1\], got 1.5"):
+        PairConfig(**{name: 1.5})
+    PairConfig(**{name: 1.0})

@@ -88,28 +88,19 @@ class PairConfig:
         unknown = [name for name in names if name not in PRESETS]
         if not names or unknown:
             raise ValueError(f"preset must name one or more of {', '.join(PRESETS)}; got {self.preset!r}")
-        if not 0.0 <= self.band_limit_probability <= 1.0:
-            raise ValueError(f"band_limit_probability must be in [0, 1], got {self.band_limit_probability}")
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.name.endswith("_probability") and not 0.0 <= value <= 1.0:
+                raise ValueError(f"{field.name} must be in [0, 1], got {value}")
         low, high = self.band_limit_hz
         if not 0.0 < low <= high < MODEL_SAMPLE_RATE / 2:
             raise ValueError(f"band_limit_hz must be 0 < low <= high < {MODEL_SAMPLE_RATE / 2:g}, got {self.band_limit_hz}")
-        if not 0.0 <= self.noise_snr_probability <= 1.0:
-            raise ValueError(f"noise_snr_probability must be in [0, 1], got {self.noise_snr_probability}")
         if not self.noise_snr_db[0] <= self.noise_snr_db[1]:
             raise ValueError(f"noise_snr_db must be (low, high) with low <= high, got {self.noise_snr_db}")
-        if not 0.0 <= self.empty_bins_probability <= 1.0:
-            raise ValueError(f"empty_bins_probability must be in [0, 1], got {self.empty_bins_probability}")
         if not 0.0 < self.empty_bins_below_db[0] <= self.empty_bins_below_db[1]:
             raise ValueError(f"empty_bins_below_db must be 0 < low <= high, got {self.empty_bins_below_db}")
-        if not 0.0 <= self.noise_follows_treble_probability <= 1.0:
-            raise ValueError(f"noise_follows_treble_probability must be in [0, 1], got {self.noise_follows_treble_probability}")
         if not 0.0 <= self.noise_follows_treble_db[0] <= self.noise_follows_treble_db[1]:
             raise ValueError(f"noise_follows_treble_db must be 0 <= low <= high, got {self.noise_follows_treble_db}")
-        if not 0.0 <= self.stereo_probability <= 1.0:
-            raise ValueError(f"stereo_probability must be in [0, 1], got {self.stereo_probability}")
-        if not 0.0 <= self.modulation_sidebands_probability <= 1.0:
-            raise ValueError(
-                f"modulation_sidebands_probability must be in [0, 1], got {self.modulation_sidebands_probability}")
 
     @property
     def crop_samples(self) -> int:
