@@ -49,7 +49,7 @@ TILE_FRAMES = 512
 #: Frames each tile shares with the next: the model runs TILE_FRAMES / (TILE_FRAMES - overlap) times per
 #: frame, so this sets most of the speed. Chosen on the validation split (docs/MODEL_CARD.md).
 TILE_OVERLAP_FRAMES = 64
-BUNDLED_MODEL = "cassette-unet-w8-treble-strong"
+BUNDLED_MODEL = "cassette-unet-w8-treble-stronger"
 #: The mask exponent is the calibrated ``mask_exponent`` up to the first frequency and the calibrated
 #: ``treble_mask_exponent`` from the second up, linear in between (docs/MODEL_CARD.md, "Session 12"):
 #: SI-SDR hardly sees the treble, so the treble's exponent is calibrated on the log-spectral distance.
