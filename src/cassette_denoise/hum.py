@@ -134,8 +134,10 @@ def _phasors(mains_hz: float, length: int, sample_rate: int) -> tuple[np.ndarray
     every full segment reuses them."""
     frequencies = _harmonics(mains_hz)
     cycles = np.outer(frequencies, np.arange(length) / sample_rate)
-    angle = 2 * np.pi * (cycles - np.floor(cycles))
-    return np.cos(angle).astype(np.float32), (-np.sin(angle)).astype(np.float32)
+    # The phase is reduced to one cycle in float64, then the trigonometry runs in float32, as the tables are
+    # kept: 4x faster (this table is the largest one-off cost of a process's first file), error ~2e-7.
+    angle = (2 * np.pi * (cycles - np.floor(cycles))).astype(np.float32)
+    return np.cos(angle), -np.sin(angle)
 
 
 def _neighbourhood_level(spectrum: np.ndarray, centre_bins: np.ndarray, bins_per_hz: float) -> np.ndarray:
