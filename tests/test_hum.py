@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from cassette_denoise.hum import HumRemover
+from cassette_denoise.hum import HumRemover, _phasors
 
 RATE = 44100
 
@@ -61,3 +61,15 @@ def test_output_has_the_input_length_and_does_not_depend_on_the_block_size(block
 def test_audio_too_short_to_tell_passes_unchanged():
     audio = (_music(2 * RATE, np.random.default_rng(3)) + _hum(2 * RATE, 50.0))[None].astype(np.float32)
     np.testing.assert_array_equal(_run(audio, block=RATE), audio)
+
+
+@pytest.mark.parametrize("mains_hz, sample_rate", [(50.0, 44100), (60.0, 44100), (60.0, 48000)])
+def test_phasor_tables_are_the_harmonics_exp_minus_i_omega_t(mains_hz, sample_rate):
+    # The tables are built in float32 for speed; they must still be exp(-iωt) to float32 precision over a
+    # whole segment, or the fitted hum drifts out of phase towards the segment's end.
+    cosine, sine = _phasors(mains_hz, 1 << 16, sample_rate)
+    frequencies = mains_hz * np.arange(1, cosine.shape[0] + 1)
+    exact = np.exp(-2j * np.pi * np.outer(frequencies, np.arange(1 << 16) / sample_rate))
+    assert cosine.dtype == sine.dtype == np.float32
+    assert np.abs(cosine - exact.real).max() < 1e-6
+    assert np.abs(sine - exact.imag).max() < 1e-6
