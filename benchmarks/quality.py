@@ -10,7 +10,7 @@ mean over excerpts of SI-SDR and of its improvement over the input, LSD, LSDf80 
 
 **Real.** ``../shared/data/seed-cassette``: the AhRep cassette transfer against its clean version,
 scored with :func:`cassette_denoise.evaluate.evaluate_pair` for the input, our model, the peers and the
-earlier project's output file. Skipped when the folder is absent.
+seed project's output file. Skipped when the folder is absent.
 
     python benchmarks/quality.py                                   # bundled model, corpus at data/corpus
     python benchmarks/quality.py --model runs/w8/best.safetensors --extra-model seed-width=runs/w16/best.safetensors
@@ -351,7 +351,7 @@ def real_excerpt(methods) -> dict:
     for row in rows:
         record = dataclasses.asdict(row)
         if row.method == earlier.name:
-            record["method"] = "earlier project's model (its output file)"
+            record["method"] = "seed project's model (its output file)"
         if row.metrics:
             record["si_sdr_improvement_db"] = row.metrics["si_sdr_db"] - base["si_sdr_db"]
         records.append({key: value for key, value in record.items() if value is not None or key == "metrics"})

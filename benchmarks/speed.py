@@ -5,7 +5,7 @@ into the cache folder; then every method runs on it in a fresh child process, on
 
 * ``ours``: ``cassette-denoise denoise IN -o OUT`` with the bundled model (or ``--ours-model``);
 * ``seed-width``: the same command with ``--model`` set to a base-width-16 model with random weights
-  (the earlier project's layout at width 16; speed does not depend on the weights);
+  (the seed project's layout at width 16; speed does not depend on the weights);
 * the peers of :mod:`cassette_denoise.peers`, each applied to the whole file by a child Python
   process (read, denoise, write), since none of them streams.
 
