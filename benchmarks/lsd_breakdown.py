@@ -4,7 +4,7 @@ reference stands above the metric's floor.
     python benchmarks/lsd_breakdown.py [--model PATH] [--estimate NAME=WAV ...] [--out results/lsd_breakdown.json]
 
 By default it scores the real seed-cassette excerpt (``../shared/data/seed-cassette``): the untouched
-transfer, the earlier project's output and our output (the bundled model, or ``--model``'s checkpoint
+transfer, the seed project's output and our output (the bundled model, or ``--model``'s checkpoint
 with its sidecar's calibration, at the default settings, written as the CLI writes it), each against
 ``ahrep_clean.wav``. A diagnosis, not a score to tune on: nothing is chosen by it.
 
@@ -79,7 +79,7 @@ def main() -> None:
 
     reference, sample_rate = read_audio(SEED_CASSETTE_DIR / "ahrep_clean.wav")
     estimates = {"input": SEED_CASSETTE_DIR / "ahrep_cassette.wav",
-                 "earlier project": SEED_CASSETTE_DIR / "ahrep_seed_model_output.wav"}
+                 "seed project's model": SEED_CASSETTE_DIR / "ahrep_seed_model_output.wav"}
     with tempfile.TemporaryDirectory() as scratch:
         ours = Path(scratch) / "ours.wav"
         denoiser = Denoiser.from_checkpoint(args.model) if args.model else Denoiser.from_pretrained()

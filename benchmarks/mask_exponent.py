@@ -16,7 +16,7 @@ raw mask (exponent 1). Write it into the model's sidecar as ``calibration.mask_e
 up). SI-SDR hardly sees the treble, so the choice there is by log-spectral distance: the lowest mean
 LSDf80 over the three SNRs among the candidates whose mean SI-SDR improvement at each SNR is at most
 0.05 dB and every preset's at most 0.15 dB below the treble exponent equal to the main one
-(docs/MODEL_CARD.md, "Session 12"). Write it as ``calibration.treble_mask_exponent``.
+(docs/MODEL_CARD.md, "Calibration"). Write it as ``calibration.treble_mask_exponent``.
 """
 
 from __future__ import annotations

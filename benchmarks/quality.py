@@ -10,7 +10,7 @@ mean over excerpts of SI-SDR and of its improvement over the input, LSD, LSDf80 
 
 **Real.** ``../shared/data/seed-cassette``: the AhRep cassette transfer against its clean version,
 scored with :func:`cassette_denoise.evaluate.evaluate_pair` for the input, our model, the peers and the
-earlier project's output file. Skipped when the folder is absent.
+seed project's output file. Skipped when the folder is absent.
 
     python benchmarks/quality.py                                   # bundled model, corpus at data/corpus
     python benchmarks/quality.py --model runs/w8/best.safetensors --extra-model seed-width=runs/w16/best.safetensors
@@ -172,8 +172,8 @@ def load_models(args, parser) -> tuple[list[tuple[str, object]], dict]:
         }
     exponents = {name: (denoiser.mask_exponent, denoiser.treble_mask_exponent) for name, denoiser in models}
     if len(set(exponents.values())) > 1:
-        # A training checkpoint carries no calibration (exponent 1) while the bundled model has one: Session 8
-        # compared the two that way without noticing (docs/MODEL_CARD.md, "Session 9").
+        # A training checkpoint carries no calibration (exponent 1) while the bundled model has one, so as they
+        # are the two would be compared raw mask against calibrated mask.
         log.warning("models compared at different (mask, treble mask) exponents %s; pass --mask-exponent and "
                     "--treble-mask-exponent to compare like with like", exponents)
     return models, described
@@ -339,19 +339,19 @@ def real_excerpt(methods) -> dict:
 
     folder = SEED_CASSETTE_DIR
     noisy, clean = folder / "ahrep_cassette.wav", folder / "ahrep_clean.wav"
-    earlier = folder / "ahrep_seed_model_output.wav"
+    seed_output = folder / "ahrep_seed_model_output.wav"
     if not (noisy.is_file() and clean.is_file()):
         log.warning("%s: the seed-cassette excerpt is absent; skipped", folder)
         return {"skipped": f"{folder}: ahrep_cassette.wav / ahrep_clean.wav not found"}
     started = time.perf_counter()
     rows = evaluate_pair(Pair("AhRep", noisy, clean), methods=methods,
-                         denoised=[earlier] if earlier.is_file() else [])
+                         denoised=[seed_output] if seed_output.is_file() else [])
     records = []
     base = next(row.metrics for row in rows if row.method == INPUT_METHOD)
     for row in rows:
         record = dataclasses.asdict(row)
-        if row.method == earlier.name:
-            record["method"] = "earlier project's model (its output file)"
+        if row.method == seed_output.name:
+            record["method"] = "seed project's model (its output file)"
         if row.metrics:
             record["si_sdr_improvement_db"] = row.metrics["si_sdr_db"] - base["si_sdr_db"]
         records.append({key: value for key, value in record.items() if value is not None or key == "metrics"})

@@ -5,7 +5,7 @@ into the cache folder; then every method runs on it in a fresh child process, on
 
 * ``ours``: ``cassette-denoise denoise IN -o OUT`` with the bundled model (or ``--ours-model``);
 * ``seed-width``: the same command with ``--model`` set to a base-width-16 model with random weights
-  (the earlier project's layout at width 16; speed does not depend on the weights);
+  (the seed project's layout at width 16; speed does not depend on the weights);
 * the peers of :mod:`cassette_denoise.peers`, each applied to the whole file by a child Python
   process (read, denoise, write), since none of them streams.
 
@@ -211,7 +211,7 @@ def measure(method: Method, source: Path, duration_s: float, *, args, env, max_r
 
 
 def run_measured(command: list[str], *, env, timeout_s: float, max_rss_mb: float, reports_seconds: str) -> RunResult:
-    """Run ``command`` alone in a new session, watching time and memory; reap it with ``wait4`` for its rusage."""
+    """Run ``command`` alone (``start_new_session``), watching time and memory; reap it with ``wait4`` for its rusage."""
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
                                start_new_session=True, text=True)
@@ -234,7 +234,7 @@ def run_measured(command: list[str], *, env, timeout_s: float, max_rss_mb: float
         if elapsed > timeout_s:
             stop_reason = f"skipped: stopped after the {timeout_s:g} s timeout"
         else:
-            tree_mb = _session_rss_mb(process.pid)
+            tree_mb = _process_tree_rss_mb(process.pid)
             if tree_mb > max_rss_mb:
                 stop_reason = f"skipped: stopped at {tree_mb:.0f} MB resident, above the {max_rss_mb:.0f} MB limit"
         if stop_reason:
@@ -298,17 +298,18 @@ def _reported_seconds(captured: dict, how: str) -> float | None:
     return float(found[-1]) if found else None
 
 
-def _session_rss_mb(session: int) -> float:
-    """Resident memory of every process in ``session`` (the child and anything it started), in MiB."""
+def _process_tree_rss_mb(session_id: int) -> float:
+    """Resident memory of every process whose sid is ``session_id`` (the child and anything it
+    started), in MiB."""
     total_kb = 0
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             stat = (entry / "stat").read_text()
-            # Fields after the parenthesised command name: state ppid pgrp session ...
+            # Fields after the parenthesised command name: state ppid pgrp sid ...
             fields = stat[stat.rindex(")") + 2:].split()
-            if int(fields[3]) != session:
+            if int(fields[3]) != session_id:
                 continue
             for line in (entry / "status").read_text().splitlines():
                 if line.startswith("VmRSS:"):

@@ -1,15 +1,18 @@
 """Markdown tables from the benchmark results, each headed by the command that produced its numbers.
 
 Reads ``speed.json`` and ``quality.json`` from the results folder (either may be missing) and writes
-``tables.md`` next to them, ready to paste into the README.
+``tables.md`` next to them. With ``--readme``, also rewrites the README's shorter tables, each between a
+``<!-- benchmarks:NAME -->`` and a ``<!-- /benchmarks:NAME -->`` line (NAME: speed, real, synthetic), so
+that no table there is edited by hand.
 
-    python benchmarks/tables.py
+    python benchmarks/tables.py [--readme README.md]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -21,12 +24,17 @@ QUALITY_METRICS = (
     ("seg_snr_db", "segSNR, dB (higher is better)", "{:.2f}"),
 )
 DASH = "–"
+#: The input SNRs the README's synthetic table shows (tables.md has them all).
+README_SNRS_DB = (10.0, 20.0)
+#: Speed rows the README leaves out: the random-weight width-16 network is a sizing aid, not a denoiser.
+README_SKIP_METHODS = ("seed-width",)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--results", type=Path, default=_common.RESULTS_DIR, help="folder with the JSON results")
     parser.add_argument("--out", type=Path, help="markdown file to write (default: RESULTS/tables.md)")
+    parser.add_argument("--readme", type=Path, help="also rewrite this README's tables between their markers")
     args = parser.parse_args(argv)
     out = args.out or args.results / "tables.md"
 
@@ -44,7 +52,82 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     out.write_text("\n\n".join(sections) + "\n")
     print(f"wrote {out}", file=sys.stderr)
+    if args.readme:
+        try:
+            text = splice(args.readme.read_text(), readme_tables(speed, quality))
+        except (OSError, ValueError) as error:
+            print(f"tables.py: error: {error}", file=sys.stderr)
+            return 1
+        args.readme.write_text(text)
+        print(f"wrote {args.readme}", file=sys.stderr)
     return 0
+
+
+# --- README -----------------------------------------------------------------------------------------
+
+def readme_tables(speed: dict | None, quality: dict | None) -> dict[str, str]:
+    """The README's tables by marker name, for whichever results exist."""
+    tables = {}
+    if speed:
+        tables["speed"] = readme_speed(speed)
+    if quality and "rows" in quality.get("real", {}):
+        tables["real"] = readme_real(quality)
+    if quality and "synthetic" in quality:
+        tables["synthetic"] = readme_synthetic(quality)
+    return tables
+
+
+def splice(text: str, tables: dict[str, str]) -> str:
+    """``text`` with each ``<!-- benchmarks:NAME -->`` ... ``<!-- /benchmarks:NAME -->`` block's body replaced."""
+    for name, table in tables.items():
+        pattern = re.compile(rf"(<!-- benchmarks:{name} -->\n).*?(\n<!-- /benchmarks:{name} -->)", re.S)
+        text, count = pattern.subn(lambda match: f"{match[1]}\n{table}\n{match[2]}", text)
+        if count != 1:
+            raise ValueError(f"expected one <!-- benchmarks:{name} --> block in the README, found {count}")
+    return text
+
+
+def readme_speed(document: dict) -> str:
+    """Processing real-time factor · peak memory per method and file length, without the sizing rows."""
+    rows = [row for row in document["rows"] if row["method"] not in README_SKIP_METHODS]
+    durations = sorted({row["duration_s"] for row in rows})
+    methods = sorted(dict.fromkeys(row["method"] for row in rows), key=lambda method: method != "ours")
+    by_key = {(row["method"], row["duration_s"]): row for row in rows}
+    labels = {row["method"]: _method_label(row["method"], row["label"], document.get("models", {})) for row in rows}
+
+    def cell(row: dict | None) -> str:
+        if row is None or row["rtf"] is None:
+            return DASH
+        return f"{row['rtf']:.3f} · {row['peak_rss_mb']:.0f} MB"
+
+    body = [[labels[m], *(cell(by_key.get((m, d))) for d in durations)] for m in methods]
+    return "\n".join(_markdown(["method", *map(_duration_label, durations)], body))
+
+
+def readme_real(document: dict) -> str:
+    """SI-SDR, LSDf80 and segSNR on the real excerpt per method; ours in bold."""
+    body = []
+    for row in document["real"]["rows"]:
+        scores = row.get("metrics")
+        if not scores:
+            continue
+        cells = [row["method"], *(f"{scores[key]:.2f}" for key in ("si_sdr_db", "lsd_f80_db", "seg_snr_db"))]
+        body.append([f"**{cell}**" for cell in cells] if row["method"] == "ours" else cells)
+    return "\n".join(_markdown(["method", "SI-SDR dB", "LSDf80 dB", "segSNR dB"], body))
+
+
+def readme_synthetic(document: dict) -> str:
+    """SI-SDR improvement per preset at :data:`README_SNRS_DB`, every method but the untouched input."""
+    synthetic = document["synthetic"]
+    methods = [m for m in dict.fromkeys(entry["method"] for entry in synthetic["summary"]) if m != "input"]
+    cells = {(entry["preset"], entry["snr_db"], entry["method"]): entry for entry in synthetic["summary"]}
+    body = []
+    for preset in synthetic["presets"]:
+        for snr in (snr for snr in synthetic["snrs_db"] if snr in README_SNRS_DB):
+            entries = (cells.get((preset, snr, method)) or {} for method in methods)
+            values = (entry.get("si_sdr_improvement_db") for entry in entries)
+            body.append([preset, f"{snr:g} dB", *(DASH if v is None else f"{v:+.2f}" for v in values)])
+    return "\n".join(_markdown(["preset", "input SNR", *methods], body))
 
 
 # --- speed ------------------------------------------------------------------------------------------
