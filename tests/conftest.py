@@ -50,3 +50,14 @@ def tiny_checkpoint(tmp_path_factory, random_model) -> Path:
 @pytest.fixture()
 def denoiser(random_model) -> Denoiser:
     return Denoiser(random_model, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def music_folder(tmp_path_factory) -> Path:
+    """Five 4 s stereo 44.1 kHz FLAC files of :func:`music_like` audio: a corpus without a manifest."""
+    import soundfile as sf
+
+    folder = tmp_path_factory.mktemp("music")
+    for index in range(5):
+        sf.write(folder / f"{index}.flac", music_like(2, 44100 * 4, 44100, seed=index).T, 44100)
+    return folder

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import sys
+import os
+import time
 
 from cassette_denoise.cli import EXIT_OK
+
+#: The loss is written out at least this often, so a log of the run shows it moving.
+LOSS_REPORT_EVERY_S = 60.0
 
 
 def register(subparsers) -> None:
@@ -24,17 +28,34 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cassette_denoise.train import TrainConfig, train
+    from tqdm import tqdm
+
+    from cassette_denoise.training import TrainConfig, train
 
     config = TrainConfig.from_toml(args.config, corpus_dir=args.corpus_dir, run_dir=args.run_dir, device=args.device,
                                    max_steps=args.max_steps, max_minutes=args.max_minutes)
+    # Under torchrun only rank 0 reports steps, so only it draws a bar.
+    bar = tqdm(total=config.max_steps, unit="step", desc="train", dynamic_ncols=True,
+               disable=os.environ.get("RANK", "0") != "0")
+    recent: list[float] = []
+    last_report = time.monotonic()
 
-    def report(step: int, row: dict) -> None:
-        print(f"step {step:6d}  loss {row['train_loss']:.4f}  val SI-SDR {row['val_si_sdr_db']:6.2f} dB "
-              f"(+{row['val_si_sdr_improvement_db']:.2f})  LSDf80 {row['val_lsd_f80_db']:.2f} dB  "
-              f"gain {row['val_gain_db']:+.2f} dB", file=sys.stderr, flush=True)
+    def on_step(step: int, loss: float) -> None:
+        nonlocal last_report
+        recent.append(loss)
+        bar.update(step - bar.n)
+        if time.monotonic() - last_report >= LOSS_REPORT_EVERY_S:
+            bar.write(f"step {step:6d}  loss {sum(recent) / len(recent):.4f}")
+            recent.clear()
+            last_report = time.monotonic()
 
-    state = train(config, resume=args.resume, progress=report)
+    def on_validation(step: int, row: dict) -> None:
+        bar.write(f"step {step:6d}  loss {row['train_loss']:.4f}  val SI-SDR {row['val_si_sdr_db']:6.2f} dB "
+                  f"(+{row['val_si_sdr_improvement_db']:.2f})  LSDf80 {row['val_lsd_f80_db']:.2f} dB  "
+                  f"gain {row['val_gain_db']:+.2f} dB")
+
+    with bar:
+        state = train(config, resume=args.resume, on_step=on_step, on_validation=on_validation)
     print(f"stopped at step {state['step']}; best validation SI-SDR {state['best_val_si_sdr_db']:.2f} dB; "
           f"weights in {config.run_dir}/best.safetensors")
     return EXIT_OK
