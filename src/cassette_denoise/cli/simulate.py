@@ -16,7 +16,7 @@ import numpy as np
 
 from cassette_denoise.audio import probe, read_audio, write_audio
 from cassette_denoise.cli import EXIT_OK, CommandError
-from cassette_denoise.pairs import headroom_gain
+from cassette_denoise.corpus.pairs import headroom_gain
 from cassette_denoise.simulate import PRESETS, params_to_json, simulate
 
 logger = logging.getLogger(__name__)

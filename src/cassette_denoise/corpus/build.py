@@ -111,12 +111,7 @@ def build_corpus(
         CorpusError: music21, FluidSynth or the sound font is missing where needed, the user folder does not
             exist, or ``out_dir`` holds an unreadable manifest.
     """
-    if split not in ("train", "test", "all"):
-        raise ValueError(f"split must be 'train', 'test' or 'all', not {split!r}")
-    if max_music21 < 0 or (max_test_music21 is not None and max_test_music21 < 0):
-        raise ValueError(f"piece counts must be >= 0, got {max_music21} and {max_test_music21}")
-    if max_file_s < 2 * MIN_DURATION_S:
-        raise ValueError(f"max_file_s must be at least {2 * MIN_DURATION_S} s, got {max_file_s}")
+    _check_options(split=split, max_music21=max_music21, max_test_music21=max_test_music21, max_file_s=max_file_s)
     max_test = max_music21 if max_test_music21 is None else max_test_music21
     chorale_count = max_music21 if split in ("train", "all") else 0
     test_count = max_test if split in ("test", "all") else 0
@@ -136,14 +131,23 @@ def build_corpus(
                 pieces += user_pieces(user_dir)
             for number, piece in enumerate(pieces, 1):
                 builder.add_file(piece, f"{number}/{len(pieces)}")
-            # The whole catalogue is shuffled and repeats dropped afterwards, so a seed's order of chorales is
-            # that of the catalogue's numbers (and the same as in corpora built before repeats were dropped).
+            # The whole catalogue is shuffled and repeats dropped afterwards, so a seed's choice of chorales
+            # follows the catalogue's numbering, repeats and all.
             chorales = distinct(permuted(chorale_pieces(), seed, "chorales"))
             builder.add_music21([chorales], chorale_count)
         if split in ("test", "all"):
             by_composer = {c: permuted(p, seed, f"test/{c}") for c, p in test_pieces().items()}
             builder.add_music21(list(by_composer.values()), test_count)
         return builder.result()
+
+
+def _check_options(*, split: str, max_music21: int, max_test_music21: int | None, max_file_s: float) -> None:
+    if split not in ("train", "test", "all"):
+        raise ValueError(f"split must be 'train', 'test' or 'all', not {split!r}")
+    if max_music21 < 0 or (max_test_music21 is not None and max_test_music21 < 0):
+        raise ValueError(f"piece counts must be >= 0, got {max_music21} and {max_test_music21}")
+    if max_file_s < 2 * MIN_DURATION_S:
+        raise ValueError(f"max_file_s must be at least {2 * MIN_DURATION_S} s, got {max_file_s}")
 
 
 class _Builder:
