@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from cassette_denoise.audio import MODEL_SAMPLE_RATE
+
 N_FFT = 1022
 HOP = 512
 BINS = N_FFT // 2 + 1  # 512
@@ -20,7 +22,7 @@ FLOOR_DB = -120.0
 CEILING_DB = 0.0
 
 
-def bin_frequencies_hz(sample_rate: int = 44100) -> torch.Tensor:
+def bin_frequencies_hz(sample_rate: int = MODEL_SAMPLE_RATE) -> torch.Tensor:
     """The centre frequency of each STFT bin at ``sample_rate``, ``(BINS,)`` float64."""
     return torch.arange(BINS, dtype=torch.float64) * sample_rate / N_FFT
 

@@ -15,6 +15,7 @@ import math
 import os
 import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -59,27 +60,16 @@ def train(config: TrainConfig, *, resume: bool = False, on_step: Callable[[int, 
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     distributed = _Distributed(resolve_device(config.device))
-    run_dir = Path(config.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    train_sources, validation_sources, noises = _load_sources(config, save_to=run_dir if distributed.is_main else None)
-    validation = fixed_examples(validation_sources, config=config.pairs, frames=config.validation_crop_frames,
-                                count=config.validation_examples, seed=VALIDATION_SEED_OFFSET + config.seed,
-                                noises=noises)
-    model, optimizer, average = _build_model(config, distributed.device, resume=resume)
-    state = _start_or_resume(run_dir, model, optimizer, average, resume=resume, is_main=distributed.is_main)
-    batches = _batches(config, train_sources, noises, rank=distributed.rank, start_step=state["step"])
-    trainable = DistributedDataParallel(model) if distributed.world_size > 1 else model
-    metadata = {"training": {
-        "config": dataclasses.asdict(config), "train_files": len(train_sources),
-        "train_minutes": round(sum(s.frames for s in train_sources) / MODEL_SAMPLE_RATE / 60, 1),
-        "parameters": parameter_count(model),
-    }}
+    run = _prepare(config, distributed, resume=resume)
+    state = _start_or_resume(run, resume=resume, is_main=distributed.is_main)
+    batches = _batches(config, run.train_sources, run.noises, rank=distributed.rank, start_step=state["step"])
+    trainable = DistributedDataParallel(run.model) if distributed.world_size > 1 else run.model
     started, losses = time.monotonic() - state["elapsed_s"], []
     with _StopOnSigterm() as stop_signal, distributed:
         while state["step"] < config.max_steps:
             noisy, target = (tensor.to(distributed.device) for tensor in next(batches))
             rate = learning_rate_at(state["step"], config)
-            losses.append(_step(trainable, optimizer, average, noisy, target, config=config, rate=rate))
+            losses.append(_step(trainable, run, noisy, target, rate=rate))
             state["step"] += 1
             if on_step and distributed.is_main:
                 on_step(state["step"], losses[-1])
@@ -89,11 +79,8 @@ def train(config: TrainConfig, *, resume: bool = False, on_step: Callable[[int, 
             state["elapsed_s"] = time.monotonic() - started
             stop = stop_signal.requested
             if distributed.is_main:
-                row = {"step": state["step"], "elapsed_s": round(state["elapsed_s"], 1), "learning_rate": rate,
-                       "train_loss": float(np.mean(losses))}
+                row = _validate_and_save(run, state, train_loss=float(np.mean(losses)), rate=rate)
                 losses.clear()
-                _validate_and_save(run_dir, model, optimizer, average, validation, row, state,
-                                   config=config, metadata=metadata, device=distributed.device)
                 if on_validation:
                     on_validation(state["step"], row)
                 stop = stop or _should_stop(config, state)
@@ -157,37 +144,60 @@ def validate(model: UNet, noisy: torch.Tensor, target: torch.Tensor) -> dict[str
     }
 
 
-def _load_sources(config: TrainConfig, *, save_to: Path | None) -> tuple[list[Source], list[Source], list[np.ndarray]]:
-    """The run's clean train and validation music and its blank-tape recordings; ``save_to`` gets ``sources.json``."""
+@dataclass
+class _Run:
+    """What a run trains and keeps: its model, optimiser and weight average, its music and fixed
+    validation pairs ``(count, samples)``, and the training description every saved model carries."""
+
+    config: TrainConfig
+    run_dir: Path
+    device: torch.device
+    model: UNet
+    optimizer: torch.optim.Optimizer
+    average: AveragedModel | None
+    train_sources: list[Source]
+    noises: list[np.ndarray]
+    validation: tuple[torch.Tensor, torch.Tensor]
+    metadata: dict
+
+
+def _prepare(config: TrainConfig, distributed: "_Distributed", *, resume: bool) -> _Run:
+    """The run's music, validation pairs and model (from ``init_from`` unless a run is resumed); rank 0
+    records the music in ``sources.json``."""
+    run_dir = Path(config.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
     corpus = Path(config.corpus_dir)
     train_sources = scan_sources(corpus_files(corpus, "train"), split="train")
     validation_sources = scan_sources(corpus_files(corpus, "validation"), split="validation")
     noises = load_noise_recordings(find_audio_files(config.noise_dir)) if config.noise_dir else []
-    if save_to is not None:
-        run_files.save_sources(save_to, train=[source.path for source in train_sources],
+    if distributed.is_main:
+        run_files.save_sources(run_dir, train=[source.path for source in train_sources],
                                validation=[source.path for source in validation_sources])
-    return train_sources, validation_sources, noises
-
-
-def _build_model(config: TrainConfig, device: torch.device, *, resume: bool):
-    """The model (from ``init_from`` unless a run is resumed), its Adam optimiser and its weight average."""
+    validation = fixed_examples(validation_sources, config=config.pairs, frames=config.validation_crop_frames,
+                                count=config.validation_examples, seed=VALIDATION_SEED_OFFSET + config.seed,
+                                noises=noises)
     model = UNet(config.model)
-    if config.init_from and not (resume and (Path(config.run_dir) / "latest.safetensors").exists()):
+    if config.init_from and not (resume and (run_dir / "latest.safetensors").exists()):
         run_files.initialise_from(model, Path(config.init_from))
-    model = model.to(device, memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    model = model.to(distributed.device, memory_format=torch.channels_last)
     average = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.weight_average_decay))
                if config.weight_average_decay else None)
-    return model, optimizer, average
+    metadata = {"training": {
+        "config": dataclasses.asdict(config), "train_files": len(train_sources),
+        "train_minutes": round(sum(s.frames for s in train_sources) / MODEL_SAMPLE_RATE / 60, 1),
+        "parameters": parameter_count(model),
+    }}
+    return _Run(config, run_dir, distributed.device, model, torch.optim.Adam(model.parameters(), lr=config.learning_rate),
+                average, train_sources, noises, validation, metadata)
 
 
-def _start_or_resume(run_dir: Path, model, optimizer, average, *, resume: bool, is_main: bool) -> dict:
-    if resume and (run_dir / "latest.safetensors").exists():
-        state = run_files.load_state(run_dir, model, optimizer, average=average)
+def _start_or_resume(run: _Run, *, resume: bool, is_main: bool) -> dict:
+    if resume and (run.run_dir / "latest.safetensors").exists():
+        state = run_files.load_state(run.run_dir, run.model, run.optimizer, average=run.average)
         log.info("resumed at step %d", state["step"])
         return state
     if is_main:
-        run_files.start_log(run_dir)
+        run_files.start_log(run.run_dir)
     return {"step": 0, "best_val_si_sdr_db": -math.inf, "stale_validations": 0, "elapsed_s": 0.0}
 
 
@@ -199,46 +209,47 @@ def _batches(config: TrainConfig, sources: list[Source], noises: list[np.ndarray
                            persistent_workers=config.workers > 0))
 
 
-def _step(trainable, optimizer, average, noisy: torch.Tensor, target: torch.Tensor, *, config: TrainConfig,
-          rate: float) -> float:
+def _step(trainable: torch.nn.Module, run: _Run, noisy: torch.Tensor, target: torch.Tensor, *, rate: float) -> float:
     """One optimiser step on a batch of waveforms ``(batch, samples)``; returns the loss."""
+    config = run.config
     trainable.train()
     features, noisy_spectrum, target_spectrum = spectra_batch(
         noisy, target, noise_floor=config.model.noise_floor_input, crop_frames=config.crop_frames)
-    for group in optimizer.param_groups:
+    for group in run.optimizer.param_groups:
         group["lr"] = rate
     logits = trainable(features, logits=True)
     loss = spectral_loss(torch.sigmoid(logits), noisy_spectrum, target_spectrum)
     if config.logit_penalty:
         loss = loss + config.logit_penalty * logit_penalty(logits, limit=config.logit_limit)
-    optimizer.zero_grad(set_to_none=True)
+    run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    torch.nn.utils.clip_grad_norm_(trainable.parameters(), config.gradient_clip_norm)
-    optimizer.step()
-    if average is not None:
-        average.update_parameters(trainable.module if isinstance(trainable, DistributedDataParallel) else trainable)
+    torch.nn.utils.clip_grad_norm_(run.model.parameters(), config.gradient_clip_norm)
+    run.optimizer.step()
+    if run.average is not None:
+        run.average.update_parameters(run.model)
     return loss.item()
 
 
-def _validate_and_save(run_dir: Path, model: UNet, optimizer, average, validation, row: dict, state: dict, *,
-                       config: TrainConfig, metadata: dict, device: torch.device) -> None:
-    """Score the model (the average when there is one: what ``best`` and ``steps/`` hold) into ``row``,
-    log it, and write ``best`` (if it improved), ``latest`` and ``steps/``."""
-    scored = model if average is None else average.module
-    row.update(validate(scored.cpu(), *validation))
-    scored.to(device)
-    run_files.append_log(run_dir, row)
-    log.info("step %d: loss %.4f, validation SI-SDR %.2f dB", row["step"], row["train_loss"], row["val_si_sdr_db"])
-    described = {**metadata, "validation": row}
+def _validate_and_save(run: _Run, state: dict, *, train_loss: float, rate: float) -> dict:
+    """Score the model (the average when there is one: what ``best`` and ``steps/`` hold), log the row, and
+    write ``best`` (if it improved), ``latest`` and ``steps/``; returns the row."""
+    scored = run.model if run.average is None else run.average.module
+    row = {"step": state["step"], "elapsed_s": round(state["elapsed_s"], 1), "learning_rate": rate,
+           "train_loss": train_loss, **validate(scored.cpu(), *run.validation)}
+    scored.to(run.device)
+    run_files.append_log(run.run_dir, row)
+    log.info("step %d: loss %.4f, validation SI-SDR %.2f dB", row["step"], train_loss, row["val_si_sdr_db"])
+    described = {**run.metadata, "validation": row}
     if row["val_si_sdr_db"] > state["best_val_si_sdr_db"]:
         state["best_val_si_sdr_db"], state["stale_validations"] = row["val_si_sdr_db"], 0
-        save_model(run_dir / "best.safetensors", scored, metadata=described)
+        save_model(run.run_dir / "best.safetensors", scored, metadata=described)
     else:
         state["stale_validations"] += 1
-    run_files.save_state(run_dir, model, optimizer, state, metadata=described, average=average)
-    if config.keep_every_validation:
-        (run_dir / "steps").mkdir(exist_ok=True)
-        save_model(run_dir / "steps" / f"step{state['step']:06d}.safetensors", scored, metadata=described)
+    run_files.save_state(run.run_dir, run.model, run.optimizer, state, metadata=described, average=run.average)
+    if run.config.keep_every_validation:
+        (run.run_dir / "steps").mkdir(exist_ok=True)
+        save_model(run.run_dir / "steps" / f"step{state['step']:06d}.safetensors", scored, metadata=described)
+    return row
 
 
 def _should_stop(config: TrainConfig, state: dict) -> bool:
