@@ -61,3 +61,13 @@ def music_folder(tmp_path_factory) -> Path:
     for index in range(5):
         sf.write(folder / f"{index}.flac", music_like(2, 44100 * 4, 44100, seed=index).T, 44100)
     return folder
+
+
+def tiny_config(corpus: Path, run_dir: Path, **overrides):
+    """A training run of a few seconds: a width-2 single-input model, 4 steps, 2 validations."""
+    from cassette_denoise.training import TrainConfig
+
+    settings = dict(corpus_dir=str(corpus), run_dir=str(run_dir), model=UNetConfig(base_width=2), batch_size=2,
+                    crop_frames=32, context_frames=32, validation_crop_frames=32, max_steps=4, validate_every_steps=2,
+                    validation_examples=2, warmup_steps=1, workers=0, device="cpu")
+    return TrainConfig(**{**settings, **overrides})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 
 from cassette_denoise.cli import EXIT_OK
@@ -45,14 +46,14 @@ def run(args: argparse.Namespace) -> int:
         recent.append(loss)
         bar.update(step - bar.n)
         if time.monotonic() - last_report >= LOSS_REPORT_EVERY_S:
-            bar.write(f"step {step:6d}  loss {sum(recent) / len(recent):.4f}")
+            bar.write(f"step {step:6d}  loss {sum(recent) / len(recent):.4f}", file=sys.stderr)
             recent.clear()
             last_report = time.monotonic()
 
     def on_validation(step: int, row: dict) -> None:
         bar.write(f"step {step:6d}  loss {row['train_loss']:.4f}  val SI-SDR {row['val_si_sdr_db']:6.2f} dB "
                   f"(+{row['val_si_sdr_improvement_db']:.2f})  LSDf80 {row['val_lsd_f80_db']:.2f} dB  "
-                  f"gain {row['val_gain_db']:+.2f} dB")
+                  f"gain {row['val_gain_db']:+.2f} dB", file=sys.stderr)
 
     with bar:
         state = train(config, resume=args.resume, on_step=on_step, on_validation=on_validation)
