@@ -131,11 +131,12 @@ def build_corpus(
                 pieces += user_pieces(user_dir)
             for number, piece in enumerate(pieces, 1):
                 builder.add_file(piece, f"{number}/{len(pieces)}")
-            # The whole catalogue is shuffled and repeats dropped afterwards, so a seed's choice of chorales
-            # follows the catalogue's numbering, repeats and all.
-            chorales = distinct(permuted(chorale_pieces(), seed, "chorales"))
-            builder.add_music21([chorales], chorale_count)
-        if split in ("test", "all"):
+            if chorale_count:  # a corpus of the user's own music needs no music21
+                # The whole catalogue is shuffled and repeats dropped afterwards, so a seed's choice of
+                # chorales follows the catalogue's numbering, repeats and all.
+                chorales = distinct(permuted(chorale_pieces(), seed, "chorales"))
+                builder.add_music21([chorales], chorale_count)
+        if test_count:
             by_composer = {c: permuted(p, seed, f"test/{c}") for c, p in test_pieces().items()}
             builder.add_music21(list(by_composer.values()), test_count)
         return builder.result()
