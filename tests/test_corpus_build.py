@@ -42,7 +42,6 @@ def tone_file(path: Path, *, seconds: float, sample_rate: int, silence_s: float 
     return audio
 
 
-
 def test_music21_pieces_are_taken_in_turn_and_a_failure_is_replaced_from_its_group(tmp_path, monkeypatch):
     def fake_render(builder, piece, split):
         if piece.name.endswith("bad"):
@@ -54,7 +53,7 @@ def test_music21_pieces_are_taken_in_turn_and_a_failure_is_replaced_from_its_gro
               [sources.Piece("music21-haydn", name, name) for name in ("h1-bad", "h2", "h3")],
               [sources.Piece("music21-verdi", "v1", "v1")]]
     builder = build._Builder(tmp_path, seed=0, soundfont=render.DEFAULT_SOUNDFONT, max_file_s=150.0,
-                              progress=lambda line: None)
+                             progress=lambda line: None)
     builder.add_music21(groups, 5)
     assert [e.params["piece"] for e in builder.entries.values()] == [
         "music21-mozart/m1", "music21-haydn/h2", "music21-verdi/v1", "music21-mozart/m2", "music21-haydn/h3"]
@@ -127,7 +126,6 @@ def test_missing_or_broken_manifest_is_an_error(tmp_path):
     (tmp_path / "manifest.json").write_text('{"format_version": 1, "entries": [{"path": "x.flac"}]}')
     with pytest.raises(CorpusError, match="malformed"):
         load_manifest(tmp_path)
-
 
 
 def test_cli_builds_from_a_user_folder(tmp_path, monkeypatch, capsys):

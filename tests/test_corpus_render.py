@@ -71,4 +71,3 @@ def test_zero_length_and_unended_notes_are_paired():
         assert sounding[event.pitch] >= 0
     assert set(sounding.values()) == {0}
     assert sum(not render._is_note_off(e) for _, e in paired) == 3  # the grace note is gone
-

@@ -31,7 +31,6 @@ def tone_file(path: Path, *, seconds: float, sample_rate: int, silence_s: float 
     return audio
 
 
-
 @needs_music21
 def test_bach_chorales_and_soundtracks_never_go_to_test():
     chorales = sources.chorale_pieces()
@@ -80,7 +79,6 @@ def test_soundtracks_are_deduplicated_by_content_and_missing_packages_named(tmp_
     pieces, skipped = sources.soundtrack_pieces(soundtracks)
     assert sorted(p.name for p in pieces) == ["track1", "track2"]
     assert [s.source for s in skipped] == ["pushover"] and "pushover-data" in skipped[0].reason
-
 
 
 @needs_music21

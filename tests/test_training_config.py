@@ -74,8 +74,8 @@ def test_the_loader_reads_a_sidecar_that_names_the_retired_coherence_input(tmp_p
         sidecar["config"]["coherence_input"] = value
         (tmp_path / "m.json").write_text(json.dumps(sidecar))
         if loads:
-            assert load_model(weights)[0].config == UNetConfig(**{k: v for k, v in sidecar["config"].items()
-                                                                 if k != "coherence_input"})
+            current = {key: value for key, value in sidecar["config"].items() if key != "coherence_input"}
+            assert load_model(weights)[0].config == UNetConfig(**current)
         else:
             with pytest.raises(CheckpointError, match="coherence_input"):
                 load_model(weights)

@@ -87,7 +87,7 @@ def test_a_corpus_without_validation_files_says_so(tmp_path):
     (tmp_path / "corpus").mkdir()
     sf.write(tmp_path / "corpus" / "a.flac", music_like(2, 44100 * 2, 44100).T, 44100)
     save_manifest(tmp_path / "corpus", [CorpusEntry(tmp_path / "corpus" / "a.flac", "train", "user", 2.0)])
-    with pytest.raises(AudioError, match="no clean validation files"):
+    with pytest.raises(AudioError, match="corpus: no clean validation files"):
         train(tiny_config(tmp_path / "corpus", tmp_path / "run"))
 
 
@@ -105,3 +105,18 @@ def test_the_smoke_config_runs_as_two_process_gloo_ddp_from_the_command_line(mus
     assert "4/4" in result.stderr and result.stderr.count("val SI-SDR") == 2  # rank 0's progress bar and validations
     with open(tmp_path / "ddp" / "log.csv") as handle:
         assert len(list(csv.DictReader(handle))) == 2  # only rank 0 logs
+
+
+def test_the_train_command_names_a_missing_corpus_folder_and_a_corpus_without_validation_music(tmp_path, capsys):
+    import soundfile as sf
+
+    from cassette_denoise.cli import main
+    from conftest import music_like
+
+    smoke = ["train", "--config", str(CONFIGS / "smoke.toml"), "--run-dir", str(tmp_path / "run")]
+    assert main([*smoke, "--corpus-dir", str(tmp_path / "nowhere")]) == 2
+    assert "nowhere: corpus folder not found" in capsys.readouterr().err
+    (tmp_path / "one").mkdir()
+    sf.write(tmp_path / "one" / "a.flac", music_like(2, 44100 * 2, 44100).T, 44100)  # one file: all of it is train
+    assert main([*smoke, "--corpus-dir", str(tmp_path / "one")]) == 1
+    assert "one: no clean validation files" in capsys.readouterr().err

@@ -123,4 +123,3 @@ def _checked(kind, settings: dict, *, table: str) -> dict:
     if unknown:
         raise ValueError(f"unknown settings {sorted(table + name for name in unknown)}")
     return {key: tuple(value) if isinstance(value, list) else value for key, value in settings.items()}
-

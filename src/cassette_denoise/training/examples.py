@@ -91,6 +91,7 @@ class PairConfig:
         if self.noise_follows_treble_db[0] < 0.0:
             raise ValueError(f"noise_follows_treble_db must be 0 <= low <= high, got {self.noise_follows_treble_db}")
 
+
 def crop_samples(frames: int) -> int:
     """Samples giving exactly ``frames`` STFT frames without padding."""
     return (frames - 1) * spectral.HOP + spectral.N_FFT
@@ -102,8 +103,9 @@ class Source:
     frames: int
 
 
-def scan_sources(paths: list[Path], *, split: str) -> list[Source]:
-    """Check the clean files of ``split`` are 44.1 kHz; return them with their lengths.
+def scan_sources(paths: list[Path], *, split: str, origin: str = "corpus") -> list[Source]:
+    """Check the clean files of ``split`` are 44.1 kHz; return them with their lengths. ``origin`` (the
+    corpus folder) names where they came from in the error for an empty split.
 
     Raises:
         AudioError: a file at another rate, or no files at all (the message names the split).
@@ -116,7 +118,7 @@ def scan_sources(paths: list[Path], *, split: str) -> list[Source]:
                              "(build them with `cassette-denoise corpus`)")
         sources.append(Source(Path(path), info.frames))
     if not sources:
-        raise AudioError(f"no clean {split} files (a corpus needs both train and validation music; "
+        raise AudioError(f"{origin}: no clean {split} files (a corpus needs both train and validation music; "
                          "build one with `cassette-denoise corpus`)")
     return sources
 

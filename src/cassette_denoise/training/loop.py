@@ -167,8 +167,8 @@ def _prepare(config: TrainConfig, distributed: "_Distributed", *, resume: bool) 
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     corpus = Path(config.corpus_dir)
-    train_sources = scan_sources(corpus_files(corpus, "train"), split="train")
-    validation_sources = scan_sources(corpus_files(corpus, "validation"), split="validation")
+    train_sources = scan_sources(corpus_files(corpus, "train"), split="train", origin=str(corpus))
+    validation_sources = scan_sources(corpus_files(corpus, "validation"), split="validation", origin=str(corpus))
     noises = load_noise_recordings(find_audio_files(config.noise_dir)) if config.noise_dir else []
     if distributed.is_main:
         run_files.save_sources(run_dir, train=[source.path for source in train_sources],
