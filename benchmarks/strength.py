@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cassette_denoise.data import PairConfig, fixed_examples, scan_sources
+from cassette_denoise.corpus import corpus_files
 from cassette_denoise.denoiser import Denoiser
 from cassette_denoise.metrics import lsd, si_sdr
-from cassette_denoise.train import corpus_files
+from cassette_denoise.training.examples import PairConfig, fixed_examples, scan_sources
 
 STRENGTHS_DB = (6.0, 12.0, 20.0, 30.0, 40.0, 60.0)
 SNR_BINS_DB = ((-5, 15), (15, 30), (30, 80))
@@ -33,8 +33,9 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/strength.json")
     args = parser.parse_args()
 
-    sources = scan_sources(corpus_files(Path(args.corpus), "validation"))
-    noisy, target = (t.numpy() for t in fixed_examples(sources, config=PairConfig(crop_frames=256), count=args.count, seed=20_000))
+    sources = scan_sources(corpus_files(Path(args.corpus), "validation"), split="validation")
+    noisy, target = (t.numpy() for t in fixed_examples(sources, config=PairConfig(preset="training", noise_snr_probability=0.0),
+                                                       frames=256, count=args.count, seed=20_000))
     snr_db = np.array([10 * np.log10((t**2).sum() / ((n - t) ** 2).sum()) for n, t in zip(noisy, target)])
     before = np.array([si_sdr(t, n) for n, t in zip(noisy, target)])
     denoiser = Denoiser.from_checkpoint(args.model, device="cpu")

@@ -50,3 +50,24 @@ def tiny_checkpoint(tmp_path_factory, random_model) -> Path:
 @pytest.fixture()
 def denoiser(random_model) -> Denoiser:
     return Denoiser(random_model, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def music_folder(tmp_path_factory) -> Path:
+    """Five 4 s stereo 44.1 kHz FLAC files of :func:`music_like` audio: a corpus without a manifest."""
+    import soundfile as sf
+
+    folder = tmp_path_factory.mktemp("music")
+    for index in range(5):
+        sf.write(folder / f"{index}.flac", music_like(2, 44100 * 4, 44100, seed=index).T, 44100)
+    return folder
+
+
+def tiny_config(corpus: Path, run_dir: Path, **overrides):
+    """A training run of a few seconds: a width-2 single-input model, 4 steps, 2 validations."""
+    from cassette_denoise.training import TrainConfig
+
+    settings = dict(corpus_dir=str(corpus), run_dir=str(run_dir), model=UNetConfig(base_width=2), batch_size=2,
+                    crop_frames=32, context_frames=32, validation_crop_frames=32, max_steps=4, validate_every_steps=2,
+                    validation_examples=2, warmup_steps=1, workers=0, device="cpu")
+    return TrainConfig(**{**settings, **overrides})

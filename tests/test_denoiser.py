@@ -98,29 +98,6 @@ def test_a_noise_floor_model_streams_identically_and_loads_back(tmp_path):
     assert not np.allclose(whole, audio, atol=1e-3)  # the random model does change the audio
 
 
-def test_a_coherence_model_streams_identically_follows_channel_order_and_sees_the_other_channel(tmp_path):
-    from cassette_denoise.model import UNet, UNetConfig
-
-    torch.manual_seed(2)
-    model = UNet(UNetConfig(base_width=2, noise_floor_input=True, coherence_input=True)).eval()
-    with torch.no_grad():
-        model.down[0][0].weight[:, 2] *= 20  # make the coherence channel matter in a random model
-    denoiser = Denoiser.from_checkpoint(save_model(tmp_path / "coherence.safetensors", model), device="cpu")
-    assert denoiser.model.config.coherence_input
-    rng = np.random.default_rng(5)
-    music = music_like(1, 44100 * 7 + 11, 44100, seed=5)
-    audio = (np.concatenate([music, 0.5 * music]) + 0.01 * rng.standard_normal((2, music.shape[1]))).astype(np.float32)
-    whole = denoiser.denoise(audio, 44100)
-    stream = denoiser.stream(channels=2, sample_rate=44100)
-    pieces = [stream.process(audio[:, s: s + 25_000]) for s in range(0, audio.shape[1], 25_000)]
-    np.testing.assert_array_equal(np.concatenate([*pieces, stream.finish()], axis=1), whole)
-    np.testing.assert_allclose(denoiser.denoise(audio[::-1].copy(), 44100), whole[::-1], atol=1e-6)
-    # The same left channel beside another right channel gets another mask; alone, it is a mono file.
-    other = np.concatenate([audio[:1], 0.01 * rng.standard_normal((1, music.shape[1])).astype(np.float32)])
-    assert not np.allclose(denoiser.denoise(other, 44100)[0], whole[0], atol=1e-4)
-    np.testing.assert_allclose(denoiser.denoise(audio[0], 44100), denoiser.denoise(audio[[0, 0]], 44100)[0], atol=1e-6)
-
-
 def test_mask_exponent_comes_from_the_sidecar_and_keeps_a_full_mask_whole(tmp_path, random_model, pass_through_model):
     audio = music_like(2, 44100 * 3, 44100, seed=5)
     path = save_model(tmp_path / "cal.safetensors", random_model, metadata={"calibration": {"mask_exponent": 2.0}})

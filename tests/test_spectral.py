@@ -76,8 +76,8 @@ def test_noise_floor_channel_is_a_per_bin_low_quantile_constant_over_time():
     generator = torch.Generator().manual_seed(0)
     magnitude = torch.rand(2, spectral.BINS, 64, generator=generator) * 10
     magnitude[:, 100] *= 100  # a louder bin must get a higher floor
-    single = spectral.model_input(magnitude, noise_floor=False)
-    both = spectral.model_input(magnitude, noise_floor=True)
+    single = spectral.features(magnitude, noise_floor=False)
+    both = spectral.features(magnitude, noise_floor=True)
     assert single.shape == (2, 1, spectral.BINS, 64) and both.shape == (2, 2, spectral.BINS, 64)
     assert torch.equal(both[:, :1], single)
     floor = both[:, 1]
@@ -86,44 +86,4 @@ def test_noise_floor_channel_is_a_per_bin_low_quantile_constant_over_time():
     assert torch.all((below > 0.03) & (below < 0.15))
     assert torch.all(floor[:, 100, 0] > floor[:, 99, 0])
     # Order of frames does not matter; a stationary bin's floor does not depend on the frame count.
-    assert torch.equal(spectral.model_input(magnitude.flip(-1), noise_floor=True)[:, 1], floor)
-
-
-def _spectra(channels: int, *, seed: int, frames: int = 40) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(seed)
-    return spectral.stft(torch.randn(channels, (frames - 1) * spectral.HOP + spectral.N_FFT, generator=generator))
-
-
-def test_coherence_tells_independent_tracks_from_one_signal_in_both():
-    independent = spectral.channel_coherence(_spectra(2, seed=0))
-    assert independent.shape == (2, spectral.BINS, 40)
-    torch.testing.assert_close(independent[0], independent[1])  # two channels: each is the other's "rest"
-    assert 0.2 < independent.mean() < 0.4 and independent.max() < 0.95  # 15 cells of independent noise
-    music = _spectra(1, seed=1)
-    panned = torch.cat([music, 0.3 * music])  # one source panned left, in both channels
-    torch.testing.assert_close(spectral.channel_coherence(panned), torch.ones_like(panned.real))
-    assert torch.equal(spectral.channel_coherence(music), torch.ones_like(music.real))  # mono: coherent with itself
-
-
-def test_coherence_ignores_gain_and_channel_order_and_stays_in_range():
-    spectra = _spectra(2, seed=2)
-    spectra[1] += 2 * spectra[0]  # partly coherent
-    coherence = spectral.channel_coherence(spectra)
-    assert 0.0 <= coherence.min() and coherence.max() <= 1.0
-    torch.testing.assert_close(spectral.channel_coherence(spectra * torch.tensor([5.0, 0.01])[:, None, None]), coherence)
-    torch.testing.assert_close(spectral.channel_coherence(spectra.flip(0)), coherence.flip(0))
-    batched = spectral.channel_coherence(torch.stack([spectra, spectra.flip(0)]))
-    torch.testing.assert_close(batched[0], coherence)
-    silent = torch.zeros_like(spectra)
-    assert torch.equal(spectral.channel_coherence(silent), torch.ones_like(silent.real))
-
-
-def test_coherence_is_the_last_input_channel_mapped_to_plus_minus_one():
-    spectra = _spectra(2, seed=3, frames=32)
-    coherence = spectral.channel_coherence(spectra)
-    features = spectral.model_input(spectra.abs(), noise_floor=True, coherence=coherence)
-    assert features.shape == (2, 3, spectral.BINS, 32)
-    assert torch.equal(features[:, :2], spectral.model_input(spectra.abs(), noise_floor=True))
-    torch.testing.assert_close(features[:, 2], coherence * 2 - 1)
-    with pytest.raises(ValueError, match="does not match"):
-        spectral.model_input(spectra.abs(), noise_floor=False, coherence=coherence[..., :5])
+    assert torch.equal(spectral.features(magnitude.flip(-1), noise_floor=True)[:, 1], floor)

@@ -14,7 +14,7 @@ import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import soundfile as sf
@@ -85,6 +85,12 @@ def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     info = probe(path)
     blocks = list(iter_blocks(info, block_frames=1 << 20))
     return np.concatenate(blocks, axis=1), info.sample_rate
+
+
+def read_resampled(path: str | os.PathLike, *, sample_rate: int = MODEL_SAMPLE_RATE) -> tuple[np.ndarray, int]:
+    """A whole file as float32 ``(channels, samples)`` at ``sample_rate``, and the file's own rate."""
+    audio, file_rate = read_audio(path)
+    return resample(audio, file_rate, sample_rate), file_rate
 
 
 def iter_blocks(info: AudioInfo, *, block_frames: int) -> Iterator[np.ndarray]:
@@ -163,18 +169,12 @@ class AtomicAudioWriter:
         if self.subtype is not None and not sf.check_format(self.format, self.subtype):
             raise AudioError(f"{self.path}: format {self.format} cannot hold subtype {self.subtype}")
         try:
-            handle, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=PARTIAL_SUFFIX, dir=folder)
+            self._temp_path = _temporary_beside(self.path)
         except OSError as error:
             raise AudioError(f"{self.path}: output folder {folder} is not writable ({error.strerror})") from None
-        os.close(handle)
-        self._temp_path = Path(name)
-        # mkstemp makes the file private (0600); give the output the permissions a plain open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(name, 0o666 & ~umask)
         try:
             self._sound_file = sf.SoundFile(
-                name, "w", samplerate=self.sample_rate, channels=self.channels,
+                str(self._temp_path), "w", samplerate=self.sample_rate, channels=self.channels,
                 format=self.format, subtype=self.subtype,
             )
         except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
@@ -204,6 +204,30 @@ class AtomicAudioWriter:
                 self._sound_file.close()
         if self._temp_path is not None:
             self._temp_path.unlink(missing_ok=True)
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """Make ``path`` appear whole or not at all: ``write(temporary)`` fills a hidden file in the same
+    folder, which then replaces ``path`` in one rename. Any file, not only audio (models, manifests)."""
+    path = Path(path)
+    temporary = _temporary_beside(path)
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return path
+
+
+def _temporary_beside(path: Path) -> Path:
+    """A new empty hidden file next to ``path`` (``.NAME.XXXX.partial``), for an atomic rename onto it."""
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=PARTIAL_SUFFIX, dir=path.parent)
+    os.close(handle)
+    # mkstemp makes the file private (0600); give the output the permissions a plain open() would.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(name, 0o666 & ~umask)
+    return Path(name)
 
 
 def remove_stale_partials(path: str | os.PathLike) -> int:

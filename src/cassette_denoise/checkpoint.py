@@ -18,9 +18,12 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from cassette_denoise import __version__
+from cassette_denoise.audio import atomic_write
 from cassette_denoise.model import UNet, UNetConfig
 
 FORMAT_VERSION = 1
+#: Model options older files name although they hold the value every model now has; read as absent.
+RETIRED_CONFIG_KEYS = {"coherence_input": False}
 
 
 class CheckpointError(Exception):
@@ -50,8 +53,8 @@ def save_model(path: str | os.PathLike, model: UNet, *, metadata: dict[str, Any]
         "torch_version": torch.__version__,
         **(metadata or {}),
     }
-    _atomic(path, lambda temp: save_file(tensors, str(temp)))
-    _atomic(sidecar_path(path), lambda temp: temp.write_text(json.dumps(sidecar, indent=2) + "\n"))
+    atomic_write(path, lambda temp: save_file(tensors, str(temp)))
+    atomic_write(sidecar_path(path), lambda temp: temp.write_text(json.dumps(sidecar, indent=2) + "\n"))
     return path
 
 
@@ -73,8 +76,10 @@ def load_model(path: str | os.PathLike) -> tuple[UNet, dict[str, Any]]:
             f"{path}: unsupported model file (format {sidecar.get('format_version')!r}, model {sidecar.get('model')!r})"
         )
     try:
-        config = UNetConfig(**sidecar["config"])
-    except (KeyError, TypeError, ValueError) as error:
+        settings = {key: value for key, value in sidecar["config"].items()
+                    if RETIRED_CONFIG_KEYS.get(key, object()) != value}
+        config = UNetConfig(**settings)
+    except (AttributeError, KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"{path}: bad model config in sidecar ({error})") from None
     calibration = sidecar.get("calibration", {})
     if not isinstance(calibration, dict) or not all(
@@ -89,11 +94,3 @@ def load_model(path: str | os.PathLike) -> tuple[UNet, dict[str, Any]]:
         raise CheckpointError(f"{path}: weights do not match the config ({detail})") from None
     return model.eval(), sidecar
 
-
-def _atomic(path: Path, write) -> None:
-    temp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
-        write(temp)
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)

@@ -51,7 +51,7 @@ TILE_FRAMES = 512
 TILE_OVERLAP_FRAMES = 64
 BUNDLED_MODEL = "cassette-unet-w8-treble-stronger"
 #: The mask exponent is the calibrated ``mask_exponent`` up to the first frequency and the calibrated
-#: ``treble_mask_exponent`` from the second up, linear in between (docs/MODEL_CARD.md, "Session 12"):
+#: ``treble_mask_exponent`` from the second up, linear in between (docs/MODEL_CARD.md):
 #: SI-SDR hardly sees the treble, so the treble's exponent is calibrated on the log-spectral distance.
 TREBLE_RAMP_HZ = (4000.0, 8000.0)
 #: Samples read per block when streaming a file: about 3 s at 44.1 kHz.
@@ -87,8 +87,7 @@ class Denoiser:
     """A mask model plus the signal path around it.
 
     Audio arrays are float ``(channels, samples)`` (a 1-D array is one channel) at any rate from
-    8 to 192 kHz; each channel gets its own mask (a model with ``coherence_input`` also sees how
-    alike the channels are, :func:`spectral.channel_coherence`).
+    8 to 192 kHz; each channel gets its own mask.
     """
 
     def __init__(self, model: UNet, *, device: str = "auto", metadata: dict | None = None,
@@ -343,9 +342,7 @@ class _MaskStream:
 
     def _mask(self, spectra: torch.Tensor) -> torch.Tensor:
         """Model mask for a full tile of complex spectra ``(channels, BINS, TILE_FRAMES)``."""
-        config = self.model.config
-        coherence = spectral.channel_coherence(spectra) if config.coherence_input else None
-        features = spectral.model_input(spectra.abs(), noise_floor=config.noise_floor_input, coherence=coherence)
+        features = spectral.features(spectra.abs(), noise_floor=self.model.config.noise_floor_input)
         with torch.inference_mode():
             # One channel at a time on the CPU: the same speed as a batch, half the activation memory.
             step = self.channels if self.device.type == "cuda" else 1

@@ -6,6 +6,7 @@ Everything here returns data (:class:`Row` lists); the CLI formats and prints it
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import os
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Iterable, Protocol, Sequence
 import numpy as np
 
 from cassette_denoise import metrics
-from cassette_denoise.audio import AUDIO_SUFFIXES, AudioError, read_audio, resample
+from cassette_denoise.audio import AUDIO_SUFFIXES, AudioError, atomic_write, read_audio, read_resampled
 from cassette_denoise.peers import all_peers
 
 if TYPE_CHECKING:
@@ -143,9 +144,7 @@ def evaluate_pair(
             continue
         rows.append(scored(method.name, np.atleast_2d(output), time.perf_counter() - start))
     for path in map(Path, denoised):
-        audio, rate = read_audio(path)
-        if rate != sample_rate:
-            audio = resample(audio, rate, sample_rate)
+        audio, _ = read_resampled(path, sample_rate=sample_rate)
         reference, audio = _match(clean, audio, sample_rate, what=f"{path} against {pair.clean}")
         rows.append(Row(pair.name, path.name, metrics.score(reference, audio, sample_rate=sample_rate)))
     return rows
@@ -190,18 +189,20 @@ def load_pairs(folder: os.PathLike) -> list[Pair]:
 def write_json(rows: Sequence[Row], path: os.PathLike) -> None:
     """Rows as a JSON list of ``{file, method, metrics, seconds}`` (plus ``skipped`` when skipped)."""
     records = [{key: value for key, value in asdict(row).items() if key != "skipped" or value} for row in rows]
-    Path(path).write_text(json.dumps(records, indent=2) + "\n")
+    text = json.dumps(records, indent=2) + "\n"
+    atomic_write(path, lambda temp: temp.write_text(text))
 
 
 def write_csv(rows: Sequence[Row], path: os.PathLike) -> None:
     """Rows as CSV, one metric per column."""
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["file", "method", *METRIC_KEYS, "seconds", "skipped"])
-        for row in rows:
-            values = [row.metrics[key] if row.metrics else "" for key in METRIC_KEYS]
-            seconds = "" if row.seconds is None else row.seconds
-            writer.writerow([row.file, row.method, *values, seconds, row.skipped or ""])
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer)
+    writer.writerow(["file", "method", *METRIC_KEYS, "seconds", "skipped"])
+    for row in rows:
+        values = [row.metrics[key] if row.metrics else "" for key in METRIC_KEYS]
+        seconds = "" if row.seconds is None else row.seconds
+        writer.writerow([row.file, row.method, *values, seconds, row.skipped or ""])
+    atomic_write(path, lambda temp: temp.write_text(buffer.getvalue(), newline=""))
 
 
 def _match(

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from cassette_denoise import spectral
+from cassette_denoise.audio import MODEL_SAMPLE_RATE
 
 SEGMENT_SAMPLES = 1 << 16  # 1.49 s at 44.1 kHz: ~1.3 Hz Hann main lobe, short enough to follow level changes
 MAINS_HZ = (50.0, 60.0)
@@ -173,7 +174,7 @@ class HumRemover:
             raise ValueError(f"sample rate must be positive, got {sample_rate}")
         self.channels, self.sample_rate = channels, sample_rate
         # Scale the segment with the rate so that the frequency resolution stays the same.
-        self.segment = 2 * max(1024, int(round(SEGMENT_SAMPLES * sample_rate / 44100)) // 2)
+        self.segment = 2 * max(1024, int(round(SEGMENT_SAMPLES * sample_rate / MODEL_SAMPLE_RATE)) // 2)
         self.hop = self.segment // 2
         # One sin² hump per segment: sums to 1 across neighbours half a segment apart.
         self._crossfade = spectral.crossfade_window(self.segment, overlap_frames=self.hop).double().numpy()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -27,12 +26,9 @@ class UNetConfig:
     #: Initial bias of the mask logit: sigmoid(3) ≈ 0.95 (−0.4 dB), so training starts close to passing
     #: everything through, yet not so deep in the sigmoid's flat tail (σ' = 0.045) that it cannot move.
     initial_mask_logit: float = 3.0
-    #: A second input channel with each bin's noise floor over the tile (:func:`spectral.model_input`).
+    #: A second input channel with each bin's noise floor over the tile (:func:`spectral.features`).
     #: False is the seed's single-channel input.
     noise_floor_input: bool = False
-    #: A last input channel with the cell's coherence with the other channels
-    #: (:func:`spectral.channel_coherence`): the tracks' hiss is independent, the music is not.
-    coherence_input: bool = False
 
     def __post_init__(self):
         if self.base_width < 1 or self.levels < 2:
@@ -40,7 +36,7 @@ class UNetConfig:
 
     @property
     def input_channels(self) -> int:
-        return 1 + int(self.noise_floor_input) + int(self.coherence_input)
+        return 1 + int(self.noise_floor_input)
 
     @property
     def frame_multiple(self) -> int:
@@ -103,7 +99,7 @@ class UNet(nn.Module):
 
     def forward(self, features: torch.Tensor, *, logits: bool = False) -> torch.Tensor:
         """``(batch, input_channels, freq, frames)`` -> mask ``(batch, 1, freq, frames)`` in ``[0, 1]``, or with
-        ``logits`` the values before the sigmoid (training keeps them in range, see ``train.logit_penalty``)."""
+        ``logits`` the values before the sigmoid (training keeps them in range, see ``training.losses.logit_penalty``)."""
         multiple = self.config.frame_multiple
         if features.shape[-1] % multiple or features.shape[-2] % multiple:
             raise ValueError(f"UNet input {tuple(features.shape)}: freq and frames must be multiples of {multiple}")
@@ -146,62 +142,6 @@ def upsampled_conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
          .permute(0, 1, 3, 2, 4, 5).reshape(batch, 2 * height, 2 * width, out_channels))
     layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
     return y.permute(0, 3, 1, 2).contiguous(memory_format=layout)
-
-
-def widen(model: UNet, base_width: int, *, perturbation: float = 0.0,
-          generator: torch.Generator | None = None) -> UNet:
-    """A wider copy of ``model`` that computes exactly the same mask (Net2Net-style widening).
-
-    Each level's new channels repeat old ones cyclically (new channel ``j`` of a level with ``c`` old
-    channels is old channel ``j mod c``), and every weight reading a repeated channel is divided by the
-    number of its copies, so each convolution's output is unchanged. Lets a wider model start from a
-    trained narrow one instead of from scratch. Copies would receive identical gradients forever, so
-    for training pass ``perturbation``: Gaussian noise of that fraction of each weight tensor's standard
-    deviation, drawn from ``generator``, is added to every convolution's weights.
-
-    Raises:
-        ValueError: ``base_width`` smaller than the model's.
-    """
-    old = model.config
-    if base_width < old.base_width:
-        raise ValueError(f"widen: base_width {base_width} is narrower than the model's {old.base_width}")
-    wide = UNet(dataclasses.replace(old, base_width=base_width))
-
-    def copies(level: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(new channel -> old channel, copies of each new channel's source)`` at ``level``."""
-        source = torch.arange(base_width * 2**level) % (old.base_width * 2**level)
-        return source, torch.bincount(source)[source].float()
-
-    def copy_conv(new: nn.Conv2d, old_conv: nn.Conv2d, out_map, in_map) -> None:
-        out_source = out_map[0] if out_map is not None else torch.arange(old_conv.out_channels)
-        weight = old_conv.weight[out_source]
-        if in_map is not None:
-            in_source, in_copies = in_map
-            weight = weight[:, in_source] / in_copies[None, :, None, None]
-        new.weight.copy_(weight)
-        new.bias.copy_(old_conv.bias[out_source])
-
-    def concatenated(level: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The merge input: the upsampled path then the skip, both of ``level``'s width."""
-        source, count = copies(level)
-        return torch.cat([source, source + old.base_width * 2**level]), torch.cat([count, count])
-
-    with torch.no_grad():
-        for level, (new_block, old_block) in enumerate(zip(wide.down, model.down)):
-            copy_conv(new_block[0], old_block[0], copies(level), copies(level - 1) if level else None)
-            copy_conv(new_block[2], old_block[2], copies(level), copies(level))
-        decoder_levels = reversed(range(old.levels - 1))
-        for level, new_up, old_up, new_merge, old_merge in zip(decoder_levels, wide.up, model.up, wide.merge, model.merge):
-            copy_conv(new_up[2], old_up[2], copies(level), copies(level + 1))
-            copy_conv(new_merge[0], old_merge[0], copies(level), concatenated(level))
-            copy_conv(new_merge[2], old_merge[2], copies(level), copies(level))
-        copy_conv(wide.head, model.head, None, copies(0))
-        if perturbation:
-            for module in wide.modules():
-                if isinstance(module, nn.Conv2d):
-                    noise = torch.randn(module.weight.shape, generator=generator)
-                    module.weight.add_(noise * perturbation * module.weight.std())
-    return wide
 
 
 def parameter_count(model: nn.Module) -> int:

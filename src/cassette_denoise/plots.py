@@ -1,6 +1,6 @@
 """Pictures: spectrograms of noisy, denoised and clean audio and of what was removed.
 
-Plot functions take ``ax=None`` (or ``axes=None``) and return the figure; callers save it. New
+Plot functions take ``axes=None`` and return the figure; callers save it. New
 figures are plain ``Figure`` objects on an Agg canvas, without pyplot: no global state, no
 windows, and importing this module leaves the user's matplotlib backend alone.
 """
@@ -38,30 +38,6 @@ def spectrogram_db(audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.
     frequencies = np.fft.rfftfreq(LSD_N_FFT, 1 / sample_rate)
     times = (np.arange(power.shape[1]) * LSD_HOP + LSD_N_FFT / 2) / sample_rate
     return db, frequencies, times
-
-
-def plot_spectrogram(
-    audio: np.ndarray,
-    sample_rate: int,
-    *,
-    ax: Axes | None = None,
-    title: str | None = None,
-    top_db: float | None = None,
-    colorbar: bool = True,
-) -> Figure:
-    """Draw the spectrogram of mono ``(samples,)`` audio, time in s and frequency in kHz.
-
-    Args:
-        top_db: colour-scale maximum in dB re full scale (the minimum is ``DYNAMIC_RANGE_DB`` lower);
-            pass the same value to several plots to compare them. Default: this signal's maximum.
-    """
-    fig, ax = _figure_and_axes(ax)
-    spectrum = spectrogram_db(audio, sample_rate)
-    top_db = float(spectrum[0].max()) if top_db is None else top_db
-    image = _draw(ax, spectrum, sample_rate, top_db=top_db, title=title)
-    if colorbar:
-        fig.colorbar(image, ax=ax, label="dB re full scale")
-    return fig
 
 
 def plot_comparison(
@@ -120,13 +96,6 @@ def _draw(
     return image
 
 
-def _figure_and_axes(ax: Axes | None) -> tuple[Figure, Axes]:
-    if ax is not None:
-        return ax.figure, ax
-    fig = _new_figure(height_in=3)
-    return fig, fig.add_subplot()
-
-
 def _new_figure(*, height_in: float) -> Figure:
     fig = Figure(figsize=(11, height_in), layout="constrained")
     FigureCanvasAgg(fig)
@@ -134,7 +103,7 @@ def _new_figure(*, height_in: float) -> Figure:
 
 
 def training_curves(rows: list[dict[str, float]]) -> Figure:
-    """Loss and validation curves from a training log (``train.read_log`` rows), like the seed's loss picture."""
+    """Loss and validation curves from a training log (rows of ``training.state.read_log``)."""
     figure = Figure(figsize=(11, 4))
     loss_ax, score_ax = figure.subplots(1, 2)
     steps = [row["step"] for row in rows]

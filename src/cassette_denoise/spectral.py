@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from cassette_denoise.audio import MODEL_SAMPLE_RATE
+
 N_FFT = 1022
 HOP = 512
 BINS = N_FFT // 2 + 1  # 512
@@ -20,7 +22,7 @@ FLOOR_DB = -120.0
 CEILING_DB = 0.0
 
 
-def bin_frequencies_hz(sample_rate: int = 44100) -> torch.Tensor:
+def bin_frequencies_hz(sample_rate: int = MODEL_SAMPLE_RATE) -> torch.Tensor:
     """The centre frequency of each STFT bin at ``sample_rate``, ``(BINS,)`` float64."""
     return torch.arange(BINS, dtype=torch.float64) * sample_rate / N_FFT
 
@@ -101,71 +103,26 @@ def to_features(magnitude: torch.Tensor) -> torch.Tensor:
 NOISE_FLOOR_QUANTILE = 0.1
 
 
-def model_input(magnitude: torch.Tensor, *, noise_floor: bool, coherence: torch.Tensor | None = None) -> torch.Tensor:
-    """The model's input channels for a magnitude spectrogram.
+def features(magnitude: torch.Tensor, *, noise_floor: bool) -> torch.Tensor:
+    """The model's input channels for a magnitude spectrogram: the one place, for training and
+    inference alike, that turns spectra into what the network sees.
 
     Channel 0 is :func:`to_features`. With ``noise_floor``, the next channel holds each bin's
     :data:`NOISE_FLOOR_QUANTILE` quantile of those features over all ``frames``, repeated over time:
     the level a mask must take out, which the model cannot see from a few frames of dense music.
-    The quantile spans the whole input, so callers pass exactly the frames of one tile. A given
-    ``coherence`` (:func:`channel_coherence`, 0-1) is the last channel, mapped to ``[-1, 1]``.
+    The quantile spans the whole input, so callers pass exactly the frames of one tile.
 
     Args:
         magnitude: ``(batch, BINS, frames)``.
-        coherence: ``(batch, BINS, frames)`` or None.
     Returns:
-        ``(batch, 1 + noise_floor + (coherence is not None), BINS, frames)``.
+        ``(batch, 1 + noise_floor, BINS, frames)``.
     """
-    features = to_features(magnitude)
-    channels = [features]
+    scaled = to_features(magnitude)
+    channels = [scaled]
     if noise_floor:
-        rank = max(1, round(NOISE_FLOOR_QUANTILE * features.shape[-1]))
-        channels.append(features.kthvalue(rank, dim=-1, keepdim=True).values.expand_as(features))
-    if coherence is not None:
-        if coherence.shape != magnitude.shape:
-            raise ValueError(f"coherence shaped {tuple(coherence.shape)} does not match magnitude {tuple(magnitude.shape)}")
-        channels.append(coherence.to(features.dtype) * 2 - 1)
+        rank = max(1, round(NOISE_FLOOR_QUANTILE * scaled.shape[-1]))
+        channels.append(scaled.kthvalue(rank, dim=-1, keepdim=True).values.expand_as(scaled))
     return torch.stack(channels, dim=1)
-
-
-#: The neighbourhood, ``(bins, frames)``, over which :func:`channel_coherence` averages the cross-spectrum:
-#: ±65 Hz × ±23 ms, small enough to follow a note, large enough that independent noise averages away.
-COHERENCE_CELLS = (3, 5)
-
-
-def channel_coherence(spectra: torch.Tensor) -> torch.Tensor:
-    """How alike each channel is to the others, cell by cell: the coherence
-    ``|<X_c Y*>| / sqrt(<|X_c|²> <|Y|²>)`` of channel ``c`` with ``Y``, the sum of the other channels,
-    each ``<…>`` an average over :data:`COHERENCE_CELLS` around the cell.
-
-    Why: a cassette's two tracks cross separate stretches of coating, so their hiss is independent
-    (coherence near 0.3 for this neighbourhood), while a panned source is the same signal in both
-    (near 1). Where the hiss lies over nothing, coherence says so although the level cannot. A single
-    channel is wholly coherent with itself (ones), as is a mono recording copied to both channels.
-
-    Args:
-        spectra: ``(channels, BINS, frames)`` complex (or ``(batch, channels, BINS, frames)``).
-    Returns:
-        ``(..., channels, BINS, frames)`` real, in ``[0, 1]``; unchanged by gains and by swapping channels.
-    """
-    if spectra.shape[-3] == 1:
-        return torch.ones(spectra.shape, dtype=spectra.real.dtype, device=spectra.device)
-    others = spectra.sum(dim=-3, keepdim=True) - spectra
-    leading = spectra.shape[:-2]
-
-    def smooth(values: torch.Tensor) -> torch.Tensor:
-        flat = values.reshape(-1, 1, *values.shape[-2:])
-        pad = (COHERENCE_CELLS[1] // 2, COHERENCE_CELLS[1] // 2, COHERENCE_CELLS[0] // 2, COHERENCE_CELLS[0] // 2)
-        # Replicated edges keep the average a weighted mean of real cells, so tile edges stay in range.
-        smoothed = torch.nn.functional.avg_pool2d(torch.nn.functional.pad(flat, pad, mode="replicate"),
-                                                  COHERENCE_CELLS, stride=1)
-        return smoothed.reshape(*leading, *values.shape[-2:])
-
-    cross = spectra * others.conj()
-    numerator = torch.complex(smooth(cross.real), smooth(cross.imag)).abs()
-    power = smooth(spectra.real**2 + spectra.imag**2) * smooth(others.real**2 + others.imag**2)
-    # Digital silence in both: no evidence either way; call it coherent, as a mono file would be.
-    return torch.where(power > 0, numerator / power.clamp(min=1e-30).sqrt(), 1.0).clamp(0.0, 1.0)
 
 
 def crossfade_window(tile_frames: int, *, overlap_frames: int) -> torch.Tensor:

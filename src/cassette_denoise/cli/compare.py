@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cassette_denoise.audio import read_audio, resample
+from cassette_denoise.audio import atomic_write, read_audio, read_resampled
 from cassette_denoise.cli import EXIT_OK, CommandError
 from cassette_denoise.plots import plot_comparison
 
@@ -29,14 +29,14 @@ def run(args: argparse.Namespace) -> int:
     if not args.output.parent.is_dir():
         raise CommandError(f"{args.output}: output folder {args.output.parent} does not exist")
     noisy, sample_rate = read_audio(args.noisy)
-    others = [read_audio(path) for path in (args.denoised, args.clean) if path is not None]
     # Bring everything to the noisy file's rate and the shortest length so that panels line up.
-    others = [audio if rate == sample_rate else resample(audio, rate, sample_rate) for audio, rate in others]
+    others = [read_resampled(path, sample_rate=sample_rate)[0] for path in (args.denoised, args.clean) if path is not None]
     length = min(audio.shape[1] for audio in [noisy, *others])
     noisy, denoised, *clean = (audio[:, :length] for audio in [noisy, *others])
     if denoised.shape[0] != noisy.shape[0]:
         raise CommandError(f"{args.denoised}: {denoised.shape[0]} channels, {args.noisy} has {noisy.shape[0]}")
     figure = plot_comparison(noisy, denoised, sample_rate, clean=clean[0] if clean else None)
-    figure.savefig(args.output, dpi=args.dpi)
+    image_format = args.output.suffix.lstrip(".").lower() or "png"
+    atomic_write(args.output, lambda temp: figure.savefig(temp, dpi=args.dpi, format=image_format))
     print(f"wrote {args.output}")
     return EXIT_OK

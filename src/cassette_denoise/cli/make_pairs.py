@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from cassette_denoise.cli import EXIT_OK, CommandError
-from cassette_denoise.pairs import make_pairs
+from cassette_denoise.corpus.pairs import PairFilesConfig, make_pairs
 from cassette_denoise.simulate import PRESETS
 
 
@@ -47,26 +47,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.count < 1:
-        raise CommandError(f"--count must be at least 1, got {args.count}")
-    if args.duration_s <= 0:
-        raise CommandError(f"--duration-s must be positive, got {args.duration_s}")
-    if not 0.0 <= args.noise_fraction <= 1.0:
-        raise CommandError(f"--noise-fraction must be within 0-1, got {args.noise_fraction}")
-    low, high = args.noise_gain_db
-    if low > high:
-        raise CommandError(f"--noise-gain-db: LOW {low} is above HIGH {high}")
+    from tqdm import tqdm
+
     for option, folder in (("--clean", args.clean), ("--noise", args.noise)):
         if folder is not None and not folder.is_dir():
             raise CommandError(f"{option} {folder}: not a folder")
     try:
-        examples = make_pairs(
-            args.clean, args.out, count=args.count, seed=args.seed, noise_dir=args.noise,
-            duration_s=args.duration_s, file_format=args.format, noise_fraction=args.noise_fraction,
-            noise_gain_db=(low, high), preset=args.preset,
-        )
-    except ValueError as error:  # e.g. a folder without audio files
+        config = PairFilesConfig(count=args.count, seed=args.seed, duration_s=args.duration_s, file_format=args.format,
+                                 noise_fraction=args.noise_fraction, noise_gain_db=tuple(args.noise_gain_db),
+                                 preset=args.preset)
+    except ValueError as error:
         raise CommandError(str(error)) from None
+    with tqdm(total=config.count, unit="pair", desc="make-pairs") as bar:
+        try:
+            examples = make_pairs(args.clean, args.out, config=config, noise_dir=args.noise,
+                                  progress=lambda done: bar.update(done - bar.n))
+        except ValueError as error:  # e.g. a folder without audio files
+            raise CommandError(str(error)) from None
     simulated = sum(example["kind"] == "simulator" for example in examples)
     print(f"wrote {len(examples)} pairs ({simulated} simulated) and manifest.json to {args.out}")
     return EXIT_OK

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cassette_denoise.audio import probe, read_audio, write_audio
+from cassette_denoise.audio import atomic_write, probe, read_audio, write_audio
 from cassette_denoise.cli import EXIT_OK, CommandError
-from cassette_denoise.pairs import headroom_gain
+from cassette_denoise.corpus.pairs import headroom_gain
 from cassette_denoise.simulate import PRESETS, params_to_json, simulate
 
 logger = logging.getLogger(__name__)
@@ -69,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
             "preset": args.preset, "seed": args.seed, "sample_rate": sample_rate,
             "gain_db": float(20 * np.log10(gain)), "params": params_to_json(result.params),
         }
-        args.params_out.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+        text = json.dumps(record, indent=1) + "\n"
+        atomic_write(args.params_out, lambda temp: temp.write_text(text, encoding="utf-8"))
     return EXIT_OK
 
 

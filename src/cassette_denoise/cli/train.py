@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
+from pathlib import Path
 
-from cassette_denoise.cli import EXIT_OK
+from cassette_denoise.cli import EXIT_OK, CommandError
+
+#: The loss is written out at least this often, so a log of the run shows it moving.
+LOSS_REPORT_EVERY_S = 60.0
 
 
 def register(subparsers) -> None:
@@ -24,17 +29,53 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cassette_denoise.train import TrainConfig, train
+    from cassette_denoise.training import TrainConfig, train
 
     config = TrainConfig.from_toml(args.config, corpus_dir=args.corpus_dir, run_dir=args.run_dir, device=args.device,
                                    max_steps=args.max_steps, max_minutes=args.max_minutes)
-
-    def report(step: int, row: dict) -> None:
-        print(f"step {step:6d}  loss {row['train_loss']:.4f}  val SI-SDR {row['val_si_sdr_db']:6.2f} dB "
-              f"(+{row['val_si_sdr_improvement_db']:.2f})  LSDf80 {row['val_lsd_f80_db']:.2f} dB  "
-              f"gain {row['val_gain_db']:+.2f} dB", file=sys.stderr, flush=True)
-
-    state = train(config, resume=args.resume, progress=report)
+    if not Path(config.corpus_dir).is_dir():
+        raise CommandError(f"{config.corpus_dir}: corpus folder not found (build one with `cassette-denoise corpus`)")
+    progress = _Progress(total_steps=config.max_steps)
+    try:
+        state = train(config, resume=args.resume, on_step=progress.step, on_validation=progress.validation)
+    finally:
+        progress.close()
     print(f"stopped at step {state['step']}; best validation SI-SDR {state['best_val_si_sdr_db']:.2f} dB; "
           f"weights in {config.run_dir}/best.safetensors")
     return EXIT_OK
+
+
+class _Progress:
+    """A progress bar with ETA once steps run, the mean loss at least every minute, and each validation's
+    scores, all on stderr. Under torchrun only rank 0 reports steps, so only it draws."""
+
+    def __init__(self, *, total_steps: int):
+        self.total_steps = total_steps
+        self.bar = None
+        self.losses: list[float] = []
+        self.last_report = time.monotonic()
+
+    def step(self, step: int, loss: float) -> None:
+        from tqdm import tqdm
+
+        if self.bar is None:  # created here, so a run that fails while loading draws no empty bar
+            self.bar = tqdm(total=self.total_steps, initial=step - 1, unit="step", desc="train", dynamic_ncols=True)
+        self.bar.update(step - self.bar.n)
+        self.losses.append(loss)
+        if time.monotonic() - self.last_report >= LOSS_REPORT_EVERY_S:
+            self.bar.write(f"step {step:6d}  loss {sum(self.losses) / len(self.losses):.4f}", file=sys.stderr)
+            self.losses.clear()
+            self.last_report = time.monotonic()
+
+    def validation(self, step: int, row: dict) -> None:
+        line = (f"step {step:6d}  loss {row['train_loss']:.4f}  val SI-SDR {row['val_si_sdr_db']:6.2f} dB "
+                f"(+{row['val_si_sdr_improvement_db']:.2f})  LSDf80 {row['val_lsd_f80_db']:.2f} dB  "
+                f"gain {row['val_gain_db']:+.2f} dB")
+        if self.bar is None:
+            print(line, file=sys.stderr, flush=True)
+        else:
+            self.bar.write(line, file=sys.stderr)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

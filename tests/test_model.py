@@ -1,0 +1,48 @@
+"""The U-Net's layout and mask: the seed's shape, the fused decoder, a mask in [0, 1]."""
+
+import pytest
+import torch
+
+from cassette_denoise.model import UNet, UNetConfig, parameter_count, upsampled_conv
+
+
+def test_seed_layout_has_10_down_convolutions_and_1_9_m_parameters_at_width_16():
+    model = UNet(UNetConfig(base_width=16))
+    down_convs = [m for block in model.down for m in block if isinstance(m, torch.nn.Conv2d)]
+    assert len(down_convs) == 10
+    assert 1.85e6 < parameter_count(model) < 2.0e6
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_the_decoder_upsamples_and_convolves_exactly_as_the_seeds_layers_would(memory_format):
+    torch.manual_seed(0)
+    model = UNet(UNetConfig(base_width=4, levels=3, noise_floor_input=True)).eval().to(memory_format=memory_format)
+    x = (torch.rand(2, 2, 32, 48) * 2 - 1).contiguous(memory_format=memory_format)
+    for up in model.up:  # each block on its own: upsample, pad, 2×2 conv against the one-step version
+        block_input = torch.randn(2, up[2].in_channels, 8, 12).contiguous(memory_format=memory_format)
+        with torch.no_grad():
+            expected = up(block_input)
+            got = up[3](upsampled_conv(block_input, up[2]))
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+        assert got.is_contiguous(memory_format=memory_format)
+    # ... and the whole network against the layers applied one by one.
+    skips, h = [], x
+    with torch.no_grad():
+        for level, block in enumerate(model.down):
+            h = block(model.pool(h) if level else h)
+            skips.append(h)
+        for up, merge, skip in zip(model.up, model.merge, reversed(skips[:-1])):
+            h = merge(torch.cat([up(h), skip], dim=1))
+        torch.testing.assert_close(model(x), torch.sigmoid(model.head(h)), rtol=1e-5, atol=1e-6)
+
+
+def test_mask_stays_in_0_1_and_starts_near_pass_through():
+    torch.manual_seed(0)
+    model = UNet(UNetConfig(base_width=4)).eval()
+    features = torch.rand(2, 1, 512, 64) * 2 - 1
+    mask = model(features)
+    assert mask.shape == features.shape
+    assert mask.min() >= 0 and mask.max() <= 1
+    assert mask.mean() > 0.9  # an untrained model passes (nearly) everything through
+    with pytest.raises(ValueError, match="multiples of 16"):
+        model(torch.zeros(1, 1, 512, 100))

@@ -1,0 +1,122 @@
+"""Training runs: a short run learns, writes its files, reports each step and resumes; 2-process DDP."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from cassette_denoise import spectral
+from cassette_denoise.model import UNet, UNetConfig
+from cassette_denoise.training import PairConfig, train
+from cassette_denoise.training.examples import fixed_examples, scan_sources
+from cassette_denoise.training.loop import spectra_batch
+from cassette_denoise.training.losses import spectral_loss
+from cassette_denoise.training.state import initialise_from
+
+from conftest import tiny_config
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+def test_a_short_run_on_one_batch_lowers_the_loss(music_folder):
+    torch.manual_seed(0)
+    sources = scan_sources(sorted(music_folder.glob("*.flac")), split="train")
+    noisy, target = fixed_examples(sources, config=PairConfig(preset="good-deck-type-ii"), frames=32, count=2, seed=0)
+    features, noisy_spectrum, target_spectrum = spectra_batch(noisy, target, noise_floor=True)
+    model = UNet(UNetConfig(base_width=2, dropout=0.0, noise_floor_input=True))
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(20):
+        loss = spectral_loss(model(features), noisy_spectrum, target_spectrum)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] - 0.1 * abs(losses[0])
+
+
+def test_spectra_batch_measures_the_floor_over_the_context_then_crops_the_centre():
+    samples = 63 * spectral.HOP + spectral.N_FFT
+    noisy, target = torch.randn(2, samples), torch.randn(2, samples)
+    full, _, _ = spectra_batch(noisy, target, noise_floor=True)
+    cropped, noisy_spectrum, target_spectrum = spectra_batch(noisy, target, noise_floor=True, crop_frames=32)
+    assert cropped.shape == (2, 2, spectral.BINS, 32)
+    assert noisy_spectrum.shape == target_spectrum.shape == (2, 1, spectral.BINS, 32)
+    torch.testing.assert_close(cropped, full[..., 16:48])
+
+
+def test_training_writes_checkpoints_log_and_curve_reports_each_step_and_resumes(music_folder, tmp_path):
+    steps, validations = [], []
+    state = train(tiny_config(music_folder, tmp_path / "run"), on_step=lambda step, loss: steps.append(step),
+                  on_validation=lambda step, row: validations.append(row["val_si_sdr_db"]))
+    assert state["step"] == 4 and steps == [1, 2, 3, 4] and len(validations) == 2
+    for name in ("best.safetensors", "best.json", "latest.safetensors", "latest.optimizer.safetensors", "log.csv",
+                 "curve.png", "sources.json", "steps/step000002.safetensors"):
+        assert (tmp_path / "run" / name).exists(), name
+    assert not list((tmp_path / "run").glob(".*.partial"))
+    sidecar = json.loads((tmp_path / "run" / "best.json").read_text())
+    assert sidecar["training"]["config"]["model"]["base_width"] == 2 and "validation" in sidecar
+    state = train(tiny_config(music_folder, tmp_path / "run", max_steps=6), resume=True)
+    assert state["step"] == 6
+    with open(tmp_path / "run" / "log.csv") as handle:
+        assert [row["step"] for row in csv.DictReader(handle)] == ["2", "4", "6"]
+
+
+def test_a_run_starts_from_a_checkpoint_of_the_same_model_and_refuses_another(music_folder, tmp_path):
+    floor = dict(model=UNetConfig(base_width=2, noise_floor_input=True), context_frames=64)
+    train(tiny_config(music_folder, tmp_path / "base", max_steps=2, **floor))
+    config = tiny_config(music_folder, tmp_path / "next", init_from=str(tmp_path / "base" / "best.safetensors"), **floor)
+    assert train(config)["step"] == 4
+    assert json.loads((tmp_path / "next" / "best.json").read_text())["config"]["noise_floor_input"] is True
+    with pytest.raises(ValueError, match="cannot initialise"):
+        initialise_from(UNet(UNetConfig(base_width=4)), tmp_path / "base" / "best.safetensors")
+
+
+def test_a_corpus_without_validation_files_says_so(tmp_path):
+    import soundfile as sf
+
+    from conftest import music_like
+    from cassette_denoise.audio import AudioError
+    from cassette_denoise.corpus import CorpusEntry, save_manifest
+
+    (tmp_path / "corpus").mkdir()
+    sf.write(tmp_path / "corpus" / "a.flac", music_like(2, 44100 * 2, 44100).T, 44100)
+    save_manifest(tmp_path / "corpus", [CorpusEntry(tmp_path / "corpus" / "a.flac", "train", "user", 2.0)])
+    with pytest.raises(AudioError, match="corpus: no clean validation files"):
+        train(tiny_config(tmp_path / "corpus", tmp_path / "run"))
+
+
+def test_the_smoke_config_runs_as_two_process_gloo_ddp_from_the_command_line(music_folder, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "cassette_denoise", "train", "--config", str(CONFIGS / "smoke.toml"),
+         "--corpus-dir", str(music_folder), "--run-dir", str(tmp_path / "ddp")],
+        capture_output=True, text=True, timeout=240, env=env,
+    )
+    assert result.returncode == 0, result.stderr[-8000:]
+    assert (tmp_path / "ddp" / "best.safetensors").exists()
+    assert "stopped at step 4" in result.stdout
+    assert "4/4" in result.stderr and result.stderr.count("val SI-SDR") == 2  # rank 0's progress bar and validations
+    with open(tmp_path / "ddp" / "log.csv") as handle:
+        assert len(list(csv.DictReader(handle))) == 2  # only rank 0 logs
+
+
+def test_the_train_command_names_a_missing_corpus_folder_and_a_corpus_without_validation_music(tmp_path, capsys):
+    import soundfile as sf
+
+    from cassette_denoise.cli import main
+    from conftest import music_like
+
+    smoke = ["train", "--config", str(CONFIGS / "smoke.toml"), "--run-dir", str(tmp_path / "run")]
+    assert main([*smoke, "--corpus-dir", str(tmp_path / "nowhere")]) == 2
+    assert "nowhere: corpus folder not found" in capsys.readouterr().err
+    (tmp_path / "one").mkdir()
+    sf.write(tmp_path / "one" / "a.flac", music_like(2, 44100 * 2, 44100).T, 44100)  # one file: all of it is train
+    assert main([*smoke, "--corpus-dir", str(tmp_path / "one")]) == 1
+    assert "one: no clean validation files" in capsys.readouterr().err
