@@ -46,6 +46,7 @@ from cassette_denoise.audio import (
     resample,
     write_audio,
 )
+from cassette_denoise.defaults import DEFAULT_SOUNDFONT
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,6 @@ LOCK_NAME = ".build.lock"
 MANIFEST_VERSION = 1
 VALIDATION_PERCENT = 5
 
-DEFAULT_SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
 FLUIDSYNTH_APT_PACKAGES = "fluidsynth fluid-soundfont-gm"
 # FluidSynth mixes every voice into one bus; 0.5 keeps dense scores well clear of 0 dBFS. The level is
 # set afterwards by peak normalisation, and rendering to float WAV means nothing clips on the way.

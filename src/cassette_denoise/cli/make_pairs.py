@@ -6,8 +6,7 @@ import argparse
 from pathlib import Path
 
 from cassette_denoise.cli import EXIT_OK, CommandError
-from cassette_denoise.pairs import make_pairs
-from cassette_denoise.simulate import PRESETS
+from cassette_denoise.defaults import PRESET_NAMES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -41,12 +40,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--noise-gain-db", type=float, nargs=2, default=(-6.0, 12.0), metavar=("LOW", "HIGH"),
         help="range of the gain applied to the noise recordings (default: -6 12)",
     )
-    parser.add_argument("--preset", choices=list(PRESETS), default="training",
+    parser.add_argument("--preset", choices=PRESET_NAMES, default="training",
                         help="simulator preset (default: %(default)s)")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from cassette_denoise.pairs import make_pairs
+
     if args.count < 1:
         raise CommandError(f"--count must be at least 1, got {args.count}")
     if args.duration_s <= 0:
