@@ -91,3 +91,19 @@ def test_denoise_threads_option_applies_before_the_model_runs(tmp_path, tiny_che
     # Sums split across threads round differently: at most one step of 16-bit audio apart.
     one, two = (sf.read(path, dtype="int16")[0].astype(int) for path in outputs)
     assert one.shape == two.shape and np.abs(one - two).max() <= 1
+
+
+def test_the_command_line_runs_openmp_with_passive_waiting(tmp_path, tiny_checkpoint):
+    # OpenMP prints the settings it read when it loads (OMP_DISPLAY_ENV): the policy must be in place by then.
+    # Passive waiting shows as no spinning at all (left unset, OpenMP spins 300000 times before it sleeps).
+    env = {key: value for key, value in os.environ.items() if key != "OMP_WAIT_POLICY"}
+    command = [sys.executable, "-m", "cassette_denoise", "denoise", str(write(tmp_path / "in.wav", 0.5)),
+               "-o", str(tmp_path / "out.wav"), "--model", str(tiny_checkpoint), "--threads", "1"]
+    done = subprocess.run(command, capture_output=True, text=True, env={**env, "OMP_DISPLAY_ENV": "VERBOSE"}, timeout=120)
+    assert done.returncode == 0, done.stderr
+    if "OMP_WAIT_POLICY =" not in done.stderr:
+        pytest.skip("this torch's OpenMP runtime does not print its settings (not GNU libgomp)")
+    assert "OMP_WAIT_POLICY = 'PASSIVE'" in done.stderr and "GOMP_SPINCOUNT = '0'" in done.stderr
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120,
+                          env={**env, "OMP_DISPLAY_ENV": "TRUE", "OMP_WAIT_POLICY": "ACTIVE"})
+    assert "OMP_WAIT_POLICY = 'ACTIVE'" in done.stderr
