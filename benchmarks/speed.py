@@ -71,7 +71,7 @@ class RunResult:
     note: str
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--durations",
                         help="comma-separated test file lengths in seconds (default: "
@@ -104,7 +104,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="keep the rows already in --out for other methods or durations and replace only "
                              "the ones measured now (each row records its command)")
     parser.add_argument("--run-peer", nargs=3, metavar=("KEY", "INPUT", "OUTPUT"), help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
 
     if args.run_peer:
         return run_peer(*args.run_peer)
