@@ -6,6 +6,7 @@ command that made them, so that ``tables.py`` can print it above each table.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -67,6 +68,28 @@ def thread_env(threads: int) -> dict[str, str]:
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
         env[name] = str(threads)
     return env
+
+
+#: One busy process: a pure-Python loop that keeps one core at 100 % until its deadline (argv[1] seconds), so
+#: that even a benchmark killed without cleaning up leaves nothing running for long.
+_BUSY_LOOP = "import sys, time\nend = time.monotonic() + float(sys.argv[1])\nwhile time.monotonic() < end:\n    pass\n"
+
+
+@contextlib.contextmanager
+def busy_processes(count: int, *, limit_s: float) -> Iterator[list[subprocess.Popen]]:
+    """``count`` CPU-bound processes running for the ``with`` block (at most ``limit_s``), then killed:
+    the other programs of a busy machine."""
+    processes = []
+    try:
+        for _ in range(count):
+            processes.append(subprocess.Popen([sys.executable, "-c", _BUSY_LOOP, str(limit_s)],
+                                              stdin=subprocess.DEVNULL, start_new_session=True))
+        yield processes
+    finally:
+        for process in processes:
+            process.kill()
+        for process in processes:
+            process.wait()
 
 
 def machine_info(*, threads: int) -> dict:

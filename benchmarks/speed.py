@@ -16,6 +16,12 @@ and recorded as skipped, with the reason.
 
     python benchmarks/speed.py                         # 10 s, 1 min, 10 min, 60 min; every method
     python benchmarks/speed.py --durations 10 --methods ours,seed-width
+    python benchmarks/speed.py --load 2            # ours on 60 s: quiet vs 2 busy processes, 1 vs 2 threads
+
+With ``--load N`` it compares conditions instead: each run alone and beside N CPU-bound busy processes
+(one per core is what a busy laptop looks like), at each of ``--load-threads`` torch threads and each of
+``--wait-policies``, all conditions alternated round by round for ``--repeats`` rounds, with medians and
+the loaded/quiet ratios in ``results/speed_load.json``.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import json
 import os
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import threading
@@ -36,6 +43,9 @@ import _common
 
 DEFAULT_DURATIONS_S = (10, 60, 600, 3600)
 RTF_TARGET = 0.05
+LOAD_DURATION_S = 60
+#: OpenMP wait policies --wait-policies can compare; an empty value is read as unset (libgomp warns once).
+WAIT_POLICIES = {"passive": "PASSIVE", "active": "ACTIVE", "default": ""}
 SEED_WIDTH = 16
 POLL_S = 0.2
 # The denoise command's closing summary: "denoised 1 file(s), 0:10 of audio in 0.62 s, ...".
@@ -61,13 +71,14 @@ class RunResult:
     note: str
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--durations", default=",".join(map(str, DEFAULT_DURATIONS_S)),
-                        help="comma-separated test file lengths in seconds (default: %(default)s)")
-    parser.add_argument("--methods", default="all",
+    parser.add_argument("--durations",
+                        help="comma-separated test file lengths in seconds (default: "
+                             f"{','.join(map(str, DEFAULT_DURATIONS_S))}; with --load {LOAD_DURATION_S})")
+    parser.add_argument("--methods",
                         help="comma-separated: all, peers, ours, seed-width, or peer names/prefixes such as "
-                             "noisereduce, sox, ffmpeg (default: all)")
+                             "noisereduce, sox, ffmpeg (default: all; with --load ours)")
     parser.add_argument("--threads", type=int, default=2, help="torch/BLAS threads in each child (default: 2)")
     parser.add_argument("--ours-model", type=Path,
                         help="checkpoint for 'ours' (default: the bundled model)")
@@ -78,19 +89,37 @@ def main(argv: list[str] | None = None) -> int:
                              "(default: 85%% of physical memory)")
     parser.add_argument("--cache-dir", type=Path, default=_common.CACHE_DIR,
                         help="where test files, the random seed-width model and outputs go (default: %(default)s)")
-    parser.add_argument("--out", type=Path, default=_common.RESULTS_DIR / "speed.json")
+    parser.add_argument("--out", type=Path,
+                        help="results file (default: results/speed.json; with --load results/speed_load.json)")
+    parser.add_argument("--load", type=int, metavar="N",
+                        help="compare each run alone and beside N CPU-bound busy processes (see above)")
+    parser.add_argument("--load-threads", default="1,2",
+                        help="with --load: comma-separated torch thread counts to compare (default: %(default)s)")
+    parser.add_argument("--wait-policies", default="passive",
+                        help="with --load: comma-separated OpenMP wait policies to compare: passive, active, or "
+                             "default (OpenMP's own: spin a little, then sleep) (default: %(default)s)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="with --load: rounds over all conditions (default: %(default)s)")
     parser.add_argument("--update", action="store_true",
                         help="keep the rows already in --out for other methods or durations and replace only "
                              "the ones measured now (each row records its command)")
     parser.add_argument("--run-peer", nargs=3, metavar=("KEY", "INPUT", "OUTPUT"), help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
 
     if args.run_peer:
         return run_peer(*args.run_peer)
 
-    durations = [float(item) for item in args.durations.split(",") if item.strip()]
+    load_mode = args.load is not None
+    durations = [float(item) for item in (args.durations or default_durations(load_mode)).split(",") if item.strip()]
     max_rss_mb = args.max_rss_mb or 0.85 * (_common.memory_total_mb() or 8192)
-    methods = select_methods(all_methods(args), args.methods)
+    methods = select_methods(all_methods(args), args.methods or ("ours" if load_mode else "all"))
+    args.out = args.out or _common.RESULTS_DIR / ("speed_load.json" if load_mode else "speed.json")
+    if load_mode:
+        return compare_under_load(args, methods, durations, max_rss_mb=max_rss_mb)
     env = _common.thread_env(args.threads)
     document = {
         "benchmark": "speed",
@@ -130,6 +159,82 @@ def main(argv: list[str] | None = None) -> int:
     document["machine"]["load_average_at_end"] = list(os.getloadavg())
     _common.write_json(args.out, document)
     return 0
+
+
+def default_durations(load_mode: bool) -> str:
+    return str(LOAD_DURATION_S) if load_mode else ",".join(map(str, DEFAULT_DURATIONS_S))
+
+
+def compare_under_load(args: argparse.Namespace, methods: list[Method], durations: list[float], *,
+                       max_rss_mb: float) -> int:
+    """Every condition (load, threads, wait policy) in turn, round after round; rows, medians and ratios."""
+    thread_counts = [int(item) for item in args.load_threads.split(",") if item.strip()]
+    policies = [item.strip() for item in args.wait_policies.split(",") if item.strip()]
+    unknown = [policy for policy in policies if policy not in WAIT_POLICIES]
+    if args.load < 1 or args.repeats < 1 or not thread_counts or min(thread_counts) < 1 or unknown:
+        raise SystemExit(f"speed.py: error: need --load >= 1, --repeats >= 1, thread counts >= 1 and wait policies "
+                         f"among {', '.join(WAIT_POLICIES)}; got {args.load}, {args.repeats}, {thread_counts}, {policies}")
+    conditions = [(load, threads, policy) for load in (0, args.load) for threads in thread_counts for policy in policies]
+    document = {
+        "benchmark": "speed_load",
+        "command": _common.command_line(),
+        "machine": _common.machine_info(threads=thread_counts[0]),
+        "models": {method.key: method.model for method in methods if method.model},
+        "notes": [
+            "load: CPU-bound busy processes (a pure-Python loop each) running during the whole run, 0 = quiet.",
+            "wait_policy: OMP_WAIT_POLICY in the child (the command line sets passive itself when it is unset).",
+            "Conditions alternate within each round, starting one later each round, so that a change in the "
+            "machine's own load touches them all alike; medians over rounds.",
+            "seconds: the processing time the child reports; wall_s: its whole life, start-up included.",
+        ],
+        "rows": [], "summary": [],
+    }
+    print(f"writing {args.out}", file=sys.stderr)
+    for duration in durations:
+        source = _common.input_file(duration, folder=args.cache_dir)
+        for repeat in range(args.repeats):
+            shift = repeat % len(conditions)
+            for load, threads, policy in conditions[shift:] + conditions[:shift]:
+                env = {**_common.thread_env(threads), "OMP_WAIT_POLICY": WAIT_POLICIES[policy]}
+                for method in methods:
+                    with _common.busy_processes(load, limit_s=args.timeout_s + 60):
+                        row = measure(method, source, duration, args=args, env=env, max_rss_mb=max_rss_mb)
+                    row.update(load=load, threads=threads, wait_policy=policy, round=repeat)
+                    document["rows"].append(row)
+                    document["summary"] = load_summary(document["rows"])
+                    _common.write_json(args.out, document)
+                    wall = "-" if row["wall_s"] is None else f"{row['wall_s']:.2f} s"
+                    print(f"{duration:>6g} s  {method.label:<12} load {load} threads {threads} {policy:<8} "
+                          f"seconds {row['seconds']}  wall {wall}  {row['note']}", file=sys.stderr)
+    document["machine"]["load_average_at_end"] = list(os.getloadavg())
+    _common.write_json(args.out, document)
+    return 0
+
+
+def load_summary(rows: list[dict]) -> list[dict]:
+    """Medians per (method, duration, load, threads, wait policy), with the loaded/quiet ratio of each."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        key = (row["method"], row["duration_s"], row["load"], row["threads"], row["wait_policy"])
+        groups.setdefault(key, []).append(row)
+
+    def median(group, field):
+        values = [row[field] for row in group if row[field] is not None]
+        return statistics.median(values) if values else None
+
+    summary = []
+    for key, group in groups.items():
+        item = dict(zip(("method", "duration_s", "load", "threads", "wait_policy"), key))
+        item.update(runs=len(group), median_seconds=median(group, "seconds"), median_wall_s=median(group, "wall_s"))
+        summary.append(item)
+    quiet = {(item["method"], item["duration_s"], item["threads"], item["wait_policy"]): item
+             for item in summary if item["load"] == 0}
+    for item in summary:
+        base = quiet.get((item["method"], item["duration_s"], item["threads"], item["wait_policy"]))
+        for field in ("seconds", "wall_s"):
+            ours, theirs = item[f"median_{field}"], base and base[f"median_{field}"]
+            item[f"{field}_vs_quiet"] = ours / theirs if ours is not None and theirs else None
+    return summary
 
 
 def all_methods(args: argparse.Namespace) -> list[Method]:

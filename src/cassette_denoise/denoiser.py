@@ -34,15 +34,12 @@ from cassette_denoise.audio import (
     MODEL_SAMPLE_RATE, AtomicAudioWriter, AudioError, Resampler, iter_blocks, output_length, probe,
 )
 from cassette_denoise.checkpoint import load_model
+from cassette_denoise.defaults import DEFAULT_STRENGTH_DB
 from cassette_denoise.hum import HumRemover
 from cassette_denoise.model import UNet
 
 log = logging.getLogger(__name__)
 
-#: Most attenuation any time-frequency bin gets. Chosen on the validation split (benchmarks/strength.py) as the
-#: lowest strength within 0.05 dB of the best mean SI-SDR gain: for the bundled model with its calibrated mask
-#: exponent 30 dB (+5.13 dB; 20 dB +5.00, 40-60 dB +5.13), near-clean music (input SNR ≥ 30 dB) +0.96 dB.
-DEFAULT_STRENGTH_DB = 30.0
 #: The hum stage (see :mod:`cassette_denoise.hum`) is on unless a caller switches it off.
 REMOVE_HUM = True
 TILE_FRAMES = 512

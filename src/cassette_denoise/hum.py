@@ -62,8 +62,6 @@ def analyse_segment(segment: np.ndarray, sample_rate: int, start: int) -> _Segme
     windowed = segment32 * window
     spectrum = np.abs(np.fft.rfft(windowed, axis=-1))  # (channels, bins)
     bins_per_hz = length / sample_rate
-    half = length // 2
-    half_window = _hann(half)
     all_amplitudes, all_lines = [], []
     for mains in MAINS_HZ:
         cosine, sine = _phasors(mains, length, sample_rate)  # (harmonics, samples): e^{-iωt} = cosine + i·sine
@@ -73,16 +71,27 @@ def analyse_segment(segment: np.ndarray, sample_rate: int, start: int) -> _Segme
         frequencies = _harmonics(mains)
         around = _neighbourhood_level(spectrum, frequencies * bins_per_hz, bins_per_hz)  # (channels, harmonics)
         prominent = line_level > around * 10 ** (PROMINENCE_DB / 20)
-        # A note 1 Hz off a harmonic is inside the window's main lobe; it shows as a phase that turns
-        # between the two halves of the segment (2π · 1 Hz · 0.74 s), where hum's does not.
-        first, second = (_demodulate(segment32[:, part] * half_window, cosine[:, part], sine[:, part])
-                         for part in (slice(0, half), slice(half, 2 * half)))
-        turn = np.abs(np.angle(second * np.conj(first)))
-        steady = (turn < MAX_PHASE_TURN_RAD) & (np.abs(second) < 2 * np.abs(first)) & (np.abs(first) < 2 * np.abs(second))
         # The phasors start at the segment; refer the phase to absolute time.
         all_amplitudes.append(amplitudes * np.exp(-2j * np.pi * frequencies * (start / sample_rate)))
-        all_lines.append(prominent & steady)
+        all_lines.append((prominent & _steady(segment32, cosine, sine)) if prominent.any() else prominent)
     return _Segment(start, length, tuple(all_amplitudes), tuple(all_lines))
+
+
+def _steady(segment: np.ndarray, cosine: np.ndarray, sine: np.ndarray) -> np.ndarray:
+    """Whether each harmonic keeps its phase and level between the halves of ``segment`` ``(channels,
+    samples)``: ``(channels, harmonics)``.
+
+    A note 1 Hz off a harmonic is inside the window's main lobe; it shows as a phase that turns between the
+    two halves of the segment (2π · 1 Hz · 0.74 s), where hum's does not. This costs as much as the fit
+    itself, and only decides for lines that stand out, so :func:`analyse_segment` asks only when one does:
+    in music without hum, in few segments.
+    """
+    half = segment.shape[-1] // 2
+    half_window = _hann(half)
+    first, second = (_demodulate(segment[:, part] * half_window, cosine[:, part], sine[:, part])
+                     for part in (slice(0, half), slice(half, 2 * half)))
+    turn = np.abs(np.angle(second * np.conj(first)))
+    return (turn < MAX_PHASE_TURN_RAD) & (np.abs(second) < 2 * np.abs(first)) & (np.abs(first) < 2 * np.abs(second))
 
 
 def held_hum(segments: list[_Segment], index: int, sample_rate: int) -> np.ndarray:
@@ -224,7 +233,8 @@ class HumRemover:
             index = self._decided - self._first_segment
             offset = self._segments[index].start - self._start
             hum = held_hum(self._segments, index, self.sample_rate)
-            self._hum[:, offset: offset + self.segment] += hum * self._crossfade
+            if hum.any():  # in most segments of most tapes there is none; adding zeros changes no bit
+                self._hum[:, offset: offset + self.segment] += hum * self._crossfade
             self._weight[offset: offset + self.segment] += self._crossfade
             self._decided += 1
         # Later decisions read back at most HOLD_SEGMENTS segments; older fits would pile up over an hour.
@@ -235,8 +245,10 @@ class HumRemover:
     def _emit(self, final: int) -> np.ndarray:
         """Return samples ``[_emitted, final)`` and drop what no segment still needs."""
         first, last = self._emitted - self._start, final - self._start
-        weight = self._weight[first:last]
-        hum = np.divide(self._hum[:, first:last], weight, out=np.zeros_like(self._hum[:, first:last]), where=weight > 0)
+        hum = self._hum[:, first:last]
+        if hum.any():  # else subtracting the zeros as they are gives the same bits
+            weight = self._weight[first:last]
+            hum = np.divide(hum, weight, out=np.zeros_like(hum), where=weight > 0)
         out = (self._audio[:, first:last] - hum).astype(np.float32)
         self._emitted = final
         # Keep one segment of history: the end segment starts up to a segment before the last sample.

@@ -14,10 +14,12 @@ import importlib
 import logging
 import sys
 
-from cassette_denoise import __version__
+from cassette_denoise import __version__, threads
 
 COMMAND_MODULES = ("denoise", "simulate", "make_pairs", "corpus", "evaluate", "compare", "train")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+#: Commands that run the model; each gets ``--threads`` (a name missing from this build is passed over).
+MODEL_COMMANDS = ("denoise", "evaluate", "serve", "batch")
 
 
 class CommandError(Exception):
@@ -43,11 +45,30 @@ def build_parser(*, only: str | None = None) -> argparse.ArgumentParser:
                 continue  # command not part of this build
             raise
         module.register(subparsers)
+        if name in MODEL_COMMANDS:
+            _add_threads_option(subparsers.choices[name])
     return parser
+
+
+def _add_threads_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--threads", type=_thread_count, metavar="N",
+        help="CPU threads for the model (default: $OMP_NUM_THREADS if set, else one per physical core this "
+             f"process may use, at most {threads.MAX_DEFAULT_THREADS}); idle threads sleep unless "
+             "$OMP_WAIT_POLICY says otherwise",
+    )
+
+
+def _thread_count(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, got {text!r}")
+    return int(text)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    # First of all, before any command can import torch: OpenMP reads its wait policy once, when it loads.
+    threads.use_passive_waiting()
     # Import only the command being run: scipy, matplotlib and friends cost ~100 MB of memory that
     # `denoise` does not need.
     first = next((arg for arg in argv if not arg.startswith("-")), "").replace("-", "_")
@@ -58,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(levelname)s: %(message)s",
     )
     try:
+        if args.command in MODEL_COMMANDS:  # before the command's first torch operation
+            threads.configure_threads(args.threads)
         return int(args.run(args))
     except KeyboardInterrupt:
         print("cassette-denoise: interrupted", file=sys.stderr)

@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cassette_denoise.audio import atomic_write, read_audio, read_resampled
 from cassette_denoise.cli import EXIT_OK, CommandError
-from cassette_denoise.plots import plot_comparison
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,6 +24,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from cassette_denoise.audio import atomic_write, read_audio, read_resampled
+    from cassette_denoise.plots import plot_comparison
+
     if not args.output.parent.is_dir():
         raise CommandError(f"{args.output}: output folder {args.output.parent} does not exist")
     noisy, sample_rate = read_audio(args.noisy)

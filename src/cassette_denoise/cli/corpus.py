@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from cassette_denoise.cli import EXIT_FAILED, EXIT_OK, CommandError
+from cassette_denoise.defaults import DEFAULT_SOUNDFONT
 
 # Bach chorales carry no tempo mark, so they play at MIDI's 120 bpm (x0.8-1.2): 100 of them measured 61 minutes,
 # so 130 make about 80.
@@ -15,8 +16,6 @@ DEFAULT_MAX_TEST_MUSIC21 = 15  # one piece per test composer, each at most 150 s
 
 
 def register(subparsers) -> None:
-    from cassette_denoise.corpus import DEFAULT_SOUNDFONT  # music21 is imported only when a build starts
-
     parser = subparsers.add_parser(
         "corpus",
         help="render clean training and test music (music21 + FluidSynth, Debian soundtracks, your own files)",

@@ -9,9 +9,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm import tqdm
-
-from cassette_denoise.audio import AudioError, find_audio_files, probe, remove_stale_partials
 from cassette_denoise.cli import EXIT_FAILED, EXIT_OK, CommandError
 
 
@@ -22,7 +19,7 @@ class Job:
 
 
 def register(subparsers) -> None:
-    from cassette_denoise.denoiser import DEFAULT_STRENGTH_DB
+    from cassette_denoise.defaults import DEFAULT_STRENGTH_DB
 
     parser = subparsers.add_parser(
         "denoise", help="remove tape noise from audio files or folders",
@@ -48,6 +45,8 @@ def register(subparsers) -> None:
 
 def plan_jobs(inputs: list[str], *, output: str | None, out_dir: str | None) -> tuple[list[Job], list[str]]:
     """Pair every input file with its output path; returns the jobs and one error line per bad input."""
+    from cassette_denoise.audio import find_audio_files
+
     jobs, errors = [], []
     for item in map(Path, inputs):
         if item.is_dir():
@@ -66,6 +65,9 @@ def plan_jobs(inputs: list[str], *, output: str | None, out_dir: str | None) -> 
 
 
 def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from cassette_denoise.audio import AudioError, probe, remove_stale_partials
     from cassette_denoise.denoiser import Denoiser
 
     jobs, errors = plan_jobs(args.inputs, output=args.output, out_dir=args.out_dir)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cassette_denoise import evaluate
-from cassette_denoise.audio import AudioError
 from cassette_denoise.cli import EXIT_FAILED, EXIT_OK, CommandError
+
+if TYPE_CHECKING:
+    from cassette_denoise import evaluate
 
 COLUMNS = (("SI-SDR dB", "si_sdr_db"), ("LSD dB", "lsd_db"), ("LSDf80 dB", "lsd_f80_db"), ("segSNR dB", "seg_snr_db"))
 
@@ -36,6 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from cassette_denoise import evaluate
+    from cassette_denoise.audio import AudioError
+
     if args.noisy is not None:
         if args.clean is None:
             raise CommandError("--noisy needs --clean")

@@ -6,8 +6,7 @@ import argparse
 from pathlib import Path
 
 from cassette_denoise.cli import EXIT_OK, CommandError
-from cassette_denoise.corpus.pairs import PairFilesConfig, make_pairs
-from cassette_denoise.simulate import PRESETS
+from cassette_denoise.defaults import PRESET_NAMES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -41,13 +40,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--noise-gain-db", type=float, nargs=2, default=(-6.0, 12.0), metavar=("LOW", "HIGH"),
         help="range of the gain applied to the noise recordings (default: -6 12)",
     )
-    parser.add_argument("--preset", choices=list(PRESETS), default="training",
+    parser.add_argument("--preset", choices=PRESET_NAMES, default="training",
                         help="simulator preset (default: %(default)s)")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
+
+    from cassette_denoise.corpus.pairs import PairFilesConfig, make_pairs
 
     for option, folder in (("--clean", args.clean), ("--noise", args.noise)):
         if folder is not None and not folder.is_dir():

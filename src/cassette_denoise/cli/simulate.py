@@ -12,12 +12,8 @@ import logging
 import os
 from pathlib import Path
 
-import numpy as np
-
-from cassette_denoise.audio import atomic_write, probe, read_audio, write_audio
 from cassette_denoise.cli import EXIT_OK, CommandError
-from cassette_denoise.corpus.pairs import headroom_gain
-from cassette_denoise.simulate import PRESETS, params_to_json, simulate
+from cassette_denoise.defaults import PRESET_NAMES
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("input", type=Path, metavar="IN", help="audio file to degrade")
     parser.add_argument("-o", "--output", required=True, type=Path, metavar="OUT",
                         help="where to write the cassette version")
-    parser.add_argument("--preset", choices=list(PRESETS), default="random",
+    parser.add_argument("--preset", choices=PRESET_NAMES, default="random",
                         help="kind of tape and deck (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     parser.add_argument("--target-out", type=Path, metavar="PATH",
@@ -46,6 +42,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from cassette_denoise.audio import atomic_write, probe, read_audio, write_audio
+    from cassette_denoise.corpus.pairs import headroom_gain
+    from cassette_denoise.simulate import params_to_json, simulate
+
     outputs = [path for path in (args.output, args.target_out, args.params_out) if path is not None]
     for path in outputs:
         if _same_file(path, args.input):

@@ -29,9 +29,7 @@ from cassette_denoise.corpus.levels import (
     trim_silence,
 )
 from cassette_denoise.corpus.sources import CorpusError, import_music21
-
-
-DEFAULT_SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
+from cassette_denoise.defaults import DEFAULT_SOUNDFONT
 
 
 FLUIDSYNTH_APT_PACKAGES = "fluidsynth fluid-soundfont-gm"
