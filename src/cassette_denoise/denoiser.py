@@ -44,11 +44,11 @@ log = logging.getLogger(__name__)
 REMOVE_HUM = True
 TILE_FRAMES = 512
 #: Frames each tile shares with the next: the model runs TILE_FRAMES / (TILE_FRAMES - overlap) times per
-#: frame, so this sets most of the speed. Chosen on the validation split (docs/MODEL_CARD.md).
+#: frame, so this sets most of the speed. Chosen on the validation split (docs/MODEL_CARD.md, "Model details").
 TILE_OVERLAP_FRAMES = 64
 BUNDLED_MODEL = "cassette-unet-w8-treble-stronger"
 #: The mask exponent is the calibrated ``mask_exponent`` up to the first frequency and the calibrated
-#: ``treble_mask_exponent`` from the second up, linear in between (docs/MODEL_CARD.md):
+#: ``treble_mask_exponent`` from the second up, linear in between (docs/MODEL_CARD.md, "Calibration"):
 #: SI-SDR hardly sees the treble, so the treble's exponent is calibrated on the log-spectral distance.
 TREBLE_RAMP_HZ = (4000.0, 8000.0)
 #: Samples read per block when streaming a file: about 3 s at 44.1 kHz.

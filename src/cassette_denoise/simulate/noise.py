@@ -154,7 +154,7 @@ class ModulationSidebandsParams:
     noise up to ``bandwidth_hz`` either side of it, ``level_db`` (the RMS of ``e``) under it. Below the
     music's upper edge the skirts hide under the music; around a cymbal or hi-hat near that edge they
     reach above it, as bursts of noise that come and go with the music's treble (seen on a real
-    transfer: the noise above its 10 kHz edge rises by up to 3 dB with each hit, see docs/MODEL_CARD.md)."""
+    transfer: the noise above its 10 kHz edge rises by up to 3 dB with each hit, see docs/real-excerpt.md, "How the noise moves")."""
 
     level_db: float
     bandwidth_hz: float
