@@ -50,9 +50,8 @@ def run(args: argparse.Namespace) -> int:
     workers = args.workers or os.cpu_count() or 1
     if workers < 1:
         raise CommandError(f"--workers must be at least 1, got {workers}")
-    if args.host not in LOCAL_HOSTS:
-        print(f"cassette-denoise serve: warning: listening on {args.host}: anyone who can reach this computer can "
-              "upload files and use its processors", file=sys.stderr)
+    if (warning := host_warning(args.host)) is not None:
+        print(f"cassette-denoise serve: warning: {warning}", file=sys.stderr)
     # One denoise per core: each worker's network gets its share of the cores, not all of them.
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
     options = {"device": args.device}
@@ -66,3 +65,10 @@ def run(args: argparse.Namespace) -> int:
     log_level = "info" if logging.getLogger().isEnabledFor(logging.DEBUG) else "warning"
     uvicorn.run(app, host=args.host, port=args.port, log_level=log_level)
     return EXIT_OK
+
+
+def host_warning(host: str) -> str | None:
+    """Why listening on ``host`` is unsafe, or None for this computer's own addresses."""
+    if host in LOCAL_HOSTS:
+        return None
+    return f"listening on {host}: anyone who can reach this computer can upload files and use its processors"

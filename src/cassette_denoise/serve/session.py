@@ -9,6 +9,7 @@ have a worker of their own, so moving a slider never waits behind another file's
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 import tempfile
 import threading
@@ -156,11 +157,14 @@ def render_range(session: FileSession, *, strength_db: float, remove_hum: bool, 
     ratio = MODEL_SAMPLE_RATE / info.sample_rate
     if ratio == 1:
         return render.resynthesise(audio, session.shaped_mask, strength_db=strength_db, start=first, stop=last)
-    start = max(0, int(first * ratio) - RESAMPLE_MARGIN)
+    # The range starts on a sample that both rates share, so the resampled range lines up with the whole
+    # file's resampling to the sample (a fraction of a sample off is audible as a comb in "removed").
+    step = MODEL_SAMPLE_RATE // math.gcd(MODEL_SAMPLE_RATE, info.sample_rate)
+    start = max(0, int(first * ratio) - RESAMPLE_MARGIN) // step * step
     stop = min(audio.shape[1], int(np.ceil(last * ratio)) + RESAMPLE_MARGIN)
     segment = render.resynthesise(audio, session.shaped_mask, strength_db=strength_db, start=start, stop=stop)
     resampler = Resampler(MODEL_SAMPLE_RATE, info.sample_rate, info.channels)
-    offset = round(start / ratio)
+    offset = start * info.sample_rate // MODEL_SAMPLE_RATE
     total = output_length(stop - start, MODEL_SAMPLE_RATE, info.sample_rate)
     resampled = np.concatenate([resampler.process(segment), resampler.flush(total_out=total)], axis=1)
     return resampled[:, first - offset: last - offset]
