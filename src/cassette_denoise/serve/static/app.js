@@ -204,7 +204,7 @@ class FileCard {
       button.addEventListener("click", () => this.setMode(button.dataset.mode));
     }
     this.$(".whole").addEventListener("click", () => this.zoom(0, this.status.duration_s));
-    for (const canvas of this.element.querySelectorAll(".canvas")) this.wireZoom(canvas);
+    for (const canvas of this.element.querySelectorAll(".canvas")) { this.wireZoom(canvas); addFrequencyTicks(canvas); }
     this.updateDownload();
   }
   setMode(mode) {
@@ -301,6 +301,18 @@ class FileCard {
     cards.all = cards.all.filter((card) => card !== this);
     if (cards.active === this) cards.active = cards.all.find((card) => card.player) || null;
     if (this.id) await fetch(`/api/files/${this.id}`, { method: "DELETE" }).catch(() => {});
+  }
+}
+
+// Labels at the heights where the server's mel-spaced rows (40 Hz to 22.05 kHz) put these frequencies.
+function addFrequencyTicks(canvas) {
+  const mel = (hz) => 2595 * Math.log10(1 + hz / 700);
+  for (const [hz, label] of [[250, "250 Hz"], [1000, "1 kHz"], [5000, "5 kHz"], [10000, "10 kHz"]]) {
+    const tick = document.createElement("span");
+    tick.className = "tick";
+    tick.textContent = label;
+    tick.style.bottom = `${100 * (mel(hz) - mel(40)) / (mel(22050) - mel(40))}%`;
+    canvas.append(tick);
   }
 }
 
