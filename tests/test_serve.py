@@ -206,3 +206,11 @@ def test_only_this_computers_addresses_pass_without_a_warning_and_a_bad_port_is_
     assert "anyone who can reach this computer" in host_warning("0.0.0.0")
     assert main(["serve", "--port", "70000", "--no-browser"]) == 2
     assert main(["serve", "--max-upload-mb", "0", "--no-browser"]) == 2
+
+
+def test_registering_the_command_imports_nothing_heavy():
+    code = ("import argparse, sys; from cassette_denoise.cli import serve; "
+            "serve.register(argparse.ArgumentParser().add_subparsers()); "
+            "print(sorted(m for m in ('torch', 'fastapi', 'uvicorn', 'starlette') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert result.stdout.strip() == "[]"
