@@ -93,6 +93,24 @@ def test_the_spectrograms_share_one_scale_and_the_floor_follows_the_strength(tmp
     assert np.all(np.diff(rows[:, 0]) >= 0)
 
 
+def test_a_whole_file_render_stands_down_for_a_newer_one_and_previews_have_their_own_worker(tmp_path, random_model):
+    workspace = session.Workspace(Denoiser(random_model, device="cpu"), workers=1)
+    try:
+        file = analysed(tmp_path, workspace.denoisers[True], music_like(1, 44_100, 44100), 44100)
+        settings = {"strength_db": 20.0, "remove_hum": True}
+        pool, older = workspace.render_job(file, start_s=0.0, end_s=1e9, **settings)
+        _, newer = workspace.render_job(file, start_s=0.0, end_s=1e9, **settings)
+        assert pool is workspace.render_pool
+        with pytest.raises(session.Superseded):
+            older()
+        assert newer().shape == (1, 44_100)
+        pool, preview = workspace.render_job(file, start_s=0.25, end_s=0.5, **settings)
+        assert pool is workspace.preview_pool and preview().shape == (1, 11_025)
+    finally:
+        workspace.close()
+    assert not workspace.root.exists()
+
+
 def test_download_names_are_safe_whatever_the_upload_was_called():
     assert download_name("../../etc/passwd", ".wav") == "passwd-denoised.wav"
     assert download_name("Side A: take 1.flac", ".flac") == "Side_A_take_1-denoised.flac"

@@ -148,8 +148,12 @@ async def before(request: Request, file_id: str) -> FileResponse:
 async def after(request: Request, file_id: str, strength_db: float = Strength, hum: bool = True,
                 start_s: float = Query(0.0, ge=0.0), end_s: float = Query(1e9, ge=0.0)) -> Response:
     session = _ready(request, file_id)
-    audio = await _in_pool(_workspace(request).render_pool, sessions.render_range, session,
-                           strength_db=strength_db, remove_hum=hum, start_s=start_s, end_s=end_s)
+    pool, job = _workspace(request).render_job(session, strength_db=strength_db, remove_hum=hum,
+                                               start_s=start_s, end_s=end_s)
+    try:
+        audio = await _in_pool(pool, job)
+    except sessions.Superseded as error:
+        raise HTTPException(409, str(error)) from None
     return Response(encode_wav(audio, session.info.sample_rate), media_type="audio/wav")
 
 

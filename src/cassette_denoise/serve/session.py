@@ -3,7 +3,9 @@
 Each upload gets a random id and a folder of its own inside one private temporary folder (mode 0700)
 that :meth:`Workspace.close` removes; the name the user gave a file is only ever displayed, never
 joined to a path. One denoise runs per worker (one per core by default); re-renders for the page
-have a worker of their own, so moving a slider never waits behind another file's network pass.
+have workers of their own, so moving a slider never waits behind another file's network pass: one for
+the few seconds the page plays first, one for whole files and pictures, so the first never waits for
+the second.
 """
 
 from __future__ import annotations
@@ -35,9 +37,15 @@ SUFFIXES = {"WAV": ".wav", "WAVEX": ".wav", "FLAC": ".flac", "OGG": ".ogg", "MPE
             "AU": ".au", "W64": ".w64", "CAF": ".caf"}
 #: Download formats besides the input's own.
 EXPORT_FORMATS = {"wav": "WAV", "flac": "FLAC"}
+#: Ranges up to this long are previews (what the page plays first after a change) and have their own worker.
+PREVIEW_MAX_S = 30.0
 #: Model-rate samples rendered beyond each end of a requested range, so that resampling a range back
 #: to the file's rate has settled by the range's first sample.
 RESAMPLE_MARGIN = 4096
+
+
+class Superseded(Exception):
+    """A whole-file render that a newer request for the same file has made pointless."""
 
 
 class Recording:
@@ -82,6 +90,8 @@ class FileSession:
     audio_plain: np.ndarray | None = field(default=None, repr=False)
     #: ``(channels, BINS, frames)``: the model's mask raised to its exponent (render.shape_mask).
     shaped_mask: torch.Tensor | None = field(default=None, repr=False)
+    #: Counts whole-file render requests; a queued one that is no longer the latest is skipped.
+    render_ticket: int = 0
 
     @property
     def input_path(self) -> Path:
@@ -234,6 +244,7 @@ class Workspace:
         self.root = Path(tempfile.mkdtemp(prefix="cassette-denoise-serve-"))
         self.denoise_pool = ThreadPoolExecutor(workers, thread_name_prefix="denoise")
         self.render_pool = ThreadPoolExecutor(1, thread_name_prefix="render")
+        self.preview_pool = ThreadPoolExecutor(1, thread_name_prefix="preview")
         self._files: dict[str, FileSession] = {}
         self._lock = threading.Lock()
 
@@ -258,6 +269,21 @@ class Workspace:
             self._files.pop(session.id, None)
         shutil.rmtree(session.folder, ignore_errors=True)
 
+    def render_job(self, session: FileSession, *, start_s: float, end_s: float, **settings) -> tuple:
+        """The pool and the job that renders ``[start_s, end_s)``: a preview, or a whole-file render that
+        stands down (raising :class:`Superseded`) if another was asked for before it started."""
+        if end_s - start_s <= PREVIEW_MAX_S:
+            return self.preview_pool, lambda: render_range(session, start_s=start_s, end_s=end_s, **settings)
+        session.render_ticket += 1
+        ticket = session.render_ticket
+
+        def job() -> np.ndarray:
+            if ticket != session.render_ticket:
+                raise Superseded(f"{session.name}: a newer render was asked for")
+            return render_range(session, start_s=start_s, end_s=end_s, **settings)
+
+        return self.render_pool, job
+
     def start_analysis(self, session: FileSession) -> Future:
         """Queue the file's one network pass; its outcome lands in ``session.state``."""
         def job() -> None:
@@ -280,4 +306,5 @@ class Workspace:
         """Stop the workers and remove every upload and output."""
         self.denoise_pool.shutdown(wait=True, cancel_futures=True)
         self.render_pool.shutdown(wait=True, cancel_futures=True)
+        self.preview_pool.shutdown(wait=True, cancel_futures=True)
         shutil.rmtree(self.root, ignore_errors=True)

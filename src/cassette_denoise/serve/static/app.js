@@ -195,7 +195,11 @@ class FileCard {
     strength.value = this.settings.strength_db;
     this.$(".strength-value").textContent = `${strength.value} dB`;
     strength.addEventListener("input", () => { this.$(".strength-value").textContent = `${strength.value} dB`; });
-    strength.addEventListener("change", () => this.change({ strength_db: Number(strength.value) }));
+    strength.addEventListener("change", () => {
+      // Held arrow keys fire a change per step: render only the value the slider settles on.
+      clearTimeout(this.strengthTimer);
+      this.strengthTimer = setTimeout(() => this.change({ strength_db: Number(strength.value) }), 120);
+    });
     this.$(".hum").addEventListener("change", (event) => this.change({ hum: event.target.checked }));
     this.$(".format").addEventListener("change", (event) => { this.settings.format = event.target.value; this.updateDownload(); });
     this.$(".play").addEventListener("click", () => this.togglePlay());
