@@ -232,6 +232,8 @@ class FileCard {
       const head = await api.audio(this.url("after.wav", { start_s: from, end_s: from + 15 }), this.player.context);
       if (generation !== this.generation) return;
       this.player.setBuffer("after", splice(this.player.context, this.player.buffers.after, head, from));
+      this.previews = (this.previews || 0) + 1;
+      this.element.dataset.previews = this.previews;
       this.refreshPictures();
       const whole = await api.audio(this.url("after.wav"), this.player.context);
       if (generation !== this.generation) return;
