@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import threading
 import time
 from pathlib import Path
 
+import torch
 import uvicorn
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
@@ -32,6 +34,8 @@ def page(*, width: int, height: int, workers: int = 2, max_upload_mb: float = 20
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
+    # As `cassette-denoise serve` does: each worker's network gets its share of the cores.
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
     app = create_app(Denoiser.from_pretrained(), max_upload_mb=max_upload_mb, workers=workers)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)

@@ -38,7 +38,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration-s", type=float, default=300.0)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2, help="torch threads (the server gives each worker its share)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads: the server's share per worker with its default of one worker per core")
     parser.add_argument("--output", type=Path, default=RESULTS_DIR / "serve_latency.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

@@ -10,6 +10,7 @@ the re-rendered seconds from the playhead play (``preview_s``) and until the who
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -49,10 +50,13 @@ def main() -> None:
     parser.add_argument("--duration-s", type=float, default=300.0)
     parser.add_argument("--output", type=Path, default=RESULTS_DIR / "serve_page_latency.json")
     args = parser.parse_args()
-    document = {"command": command_line(), "machine": machine_info(threads=2), "duration_s": args.duration_s,
-                "changes": []}
+    workers = 2
+    # The server's torch threads: each of its workers' share of the cores.
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    document = {"command": command_line(), "machine": machine_info(threads=threads), "duration_s": args.duration_s,
+                "workers": workers, "changes": []}
     source = input_file(args.duration_s)
-    with page(width=1280, height=1000) as driver:
+    with page(width=1280, height=1000, workers=workers) as driver:
         started = time.perf_counter()
         upload_and_wait(driver, source, timeout_s=3600)
         document["upload_to_playable_s"] = round(time.perf_counter() - started, 2)
