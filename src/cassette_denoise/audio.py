@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import io
 import os
 import re
 import tempfile
@@ -228,6 +229,13 @@ def _temporary_beside(path: Path) -> Path:
     os.umask(umask)
     os.chmod(name, 0o666 & ~umask)
     return Path(name)
+
+
+def encode_wav(audio: np.ndarray, sample_rate: int) -> bytes:
+    """Float ``(channels, samples)`` audio as a 16-bit WAV file in memory (for a browser to play)."""
+    buffer = io.BytesIO()
+    sf.write(buffer, np.clip(np.atleast_2d(audio), -1.0, 1.0).T, sample_rate, format="WAV", subtype="PCM_16")
+    return buffer.getvalue()
 
 
 def remove_stale_partials(path: str | os.PathLike) -> int:

@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 
 import numpy as np
 import torch
@@ -80,6 +80,18 @@ class FileResult:
     clipped_samples: int
 
 
+class MaskTap(Protocol):
+    """Receives what a stream computed, so a caller can re-apply the model's mask at another strength or
+    without the hum stage and never run the network again (``cassette-denoise serve`` does)."""
+
+    def model_audio(self, block: np.ndarray) -> None:
+        """The next samples the mask path sees: ``(channels, n)`` at the model rate, after the hum stage."""
+
+    def mask(self, mask: torch.Tensor) -> None:
+        """The cross-faded model mask of the next final frames, ``(channels, BINS, frames)``, before the
+        exponent and the floor."""
+
+
 class Denoiser:
     """A mask model plus the signal path around it.
 
@@ -127,8 +139,9 @@ class Denoiser:
         model, metadata = load_model(path)
         return cls(model, metadata=metadata, **options)
 
-    def stream(self, *, channels: int, sample_rate: int, strength_db: float = DEFAULT_STRENGTH_DB) -> "DenoiseStream":
-        return DenoiseStream(self, channels=channels, sample_rate=sample_rate, strength_db=strength_db)
+    def stream(self, *, channels: int, sample_rate: int, strength_db: float = DEFAULT_STRENGTH_DB,
+               tap: MaskTap | None = None) -> "DenoiseStream":
+        return DenoiseStream(self, channels=channels, sample_rate=sample_rate, strength_db=strength_db, tap=tap)
 
     def denoise(self, audio: np.ndarray, sample_rate: int, *, strength_db: float = DEFAULT_STRENGTH_DB) -> np.ndarray:
         """Denoise a whole array; returns float32 of the same shape.
@@ -212,7 +225,8 @@ class DenoiseStream:
     (≈ 6 s) plus the hum stage's 4.5 s but, concatenated, has exactly the input's length.
     """
 
-    def __init__(self, denoiser: Denoiser, *, channels: int, sample_rate: int, strength_db: float):
+    def __init__(self, denoiser: Denoiser, *, channels: int, sample_rate: int, strength_db: float,
+                 tap: MaskTap | None = None):
         if not 0 <= strength_db <= 120:
             raise ValueError(f"strength_db must be between 0 and 120 dB, got {strength_db}")
         self.channels, self.sample_rate = channels, sample_rate
@@ -221,7 +235,7 @@ class DenoiseStream:
         self._hum = HumRemover(channels=channels, sample_rate=MODEL_SAMPLE_RATE) if denoiser.remove_hum else None
         self._core = _MaskStream(denoiser.model, device=denoiser.device, channels=channels,
                                  mask_exponent=mask_exponents(denoiser.mask_exponent, denoiser.treble_mask_exponent),
-                                 mask_floor=10 ** (-strength_db / 20))
+                                 mask_floor=10 ** (-strength_db / 20), tap=tap)
         self._samples_in = 0
 
     def process(self, block: np.ndarray) -> np.ndarray:
@@ -255,9 +269,9 @@ class _MaskStream:
     """
 
     def __init__(self, model: UNet, *, device: torch.device, channels: int, mask_exponent: float | torch.Tensor,
-                 mask_floor: float):
+                 mask_floor: float, tap: MaskTap | None = None):
         """``mask_exponent``: one number, or one per bin, ``(BINS, 1)``."""
-        self.model, self.device, self.channels = model, device, channels
+        self.model, self.device, self.channels, self.tap = model, device, channels, tap
         self.mask_exponent, self.mask_floor = mask_exponent, mask_floor
         self.tile_hop = TILE_FRAMES - TILE_OVERLAP_FRAMES
         self.crossfade = spectral.crossfade_window(TILE_FRAMES, overlap_frames=TILE_OVERLAP_FRAMES)
@@ -281,6 +295,8 @@ class _MaskStream:
 
     def process(self, block: np.ndarray) -> np.ndarray:
         self._samples_in += block.shape[1]
+        if self.tap is not None:
+            self.tap.model_audio(block)
         self._audio = torch.cat([self._audio, torch.from_numpy(block)], dim=1)
         self._compute_frames()
         final_frames = self._run_tiles(available_frames=self._frames_computed)
@@ -363,6 +379,8 @@ class _MaskStream:
         count = final_frames - self._spec_start
         if count > 0:
             mask = self._mask_sum[..., :count] / self._weight_sum[:count]
+            if self.tap is not None:
+                self.tap.mask(mask)
             # The trained masks are too timid where they are well below 1 (see the model card's
             # calibration); a power sharpens them and leaves a mask of 1 exactly 1.
             mask = (mask**self.mask_exponent).clamp(min=self.mask_floor)
