@@ -119,8 +119,9 @@ def test_unwritable_output_and_output_equal_to_input_are_refused(tmp_path, tiny_
 
 def test_bad_model_file_is_one_line(tmp_path, capsys):
     source = write(tmp_path / "a.wav")
-    assert main(["denoise", "--model", str(tmp_path / "nope.safetensors"), str(source), "-o", str(tmp_path / "b.wav")]) == 1
-    assert "model weights not found" in capsys.readouterr().err
+    assert main(["denoise", "--model", str(tmp_path / "nope.safetensors"), str(source), "-o", str(tmp_path / "b.wav")]) == 2
+    assert "nope.safetensors: model weights not found" in capsys.readouterr().err
+    assert not (tmp_path / "b.wav").exists()
 
 
 def test_python_m_entry_point_runs_on_a_one_second_file(tmp_path, tiny_checkpoint):

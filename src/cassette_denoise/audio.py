@@ -20,11 +20,12 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from cassette_denoise.validate import MAX_ABS_SAMPLE, MAX_CHANNELS, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
+
 MODEL_SAMPLE_RATE = 44_100
-MIN_SAMPLE_RATE = 8_000
-MAX_SAMPLE_RATE = 192_000
-MAX_CHANNELS = 8
 PARTIAL_SUFFIX = ".partial"
+#: Bytes of an output's name kept in its temporary file's name (see :func:`partial_prefix`).
+PARTIAL_NAME_BYTES = 120
 AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".au", ".w64", ".caf"})
 
 
@@ -59,8 +60,11 @@ def probe(path: str | os.PathLike) -> AudioInfo:
         raise AudioError(f"{path}: no such file")
     if path.is_dir():
         raise AudioError(f"{path}: is a folder, not an audio file")
+    if not path.is_file():
+        # A FIFO or device would block the reader or never end.
+        raise AudioError(f"{path}: not a regular file")
     try:
-        info = sf.info(str(path), verbose=True)
+        info = sf.info(os.fsencode(path), verbose=True)
     except (sf.LibsndfileError, RuntimeError, TypeError) as error:
         raise AudioError(f"{path}: not a readable audio file ({_short(error)})") from None
     if (missing := _missing_data_bytes(info.extra_info)) is not None:
@@ -91,24 +95,29 @@ def iter_blocks(info: AudioInfo, *, block_frames: int) -> Iterator[np.ndarray]:
     """Yield a file's audio in blocks of float32 ``(channels, block_frames)`` (the last may be shorter).
 
     Raises:
-        AudioError: on a truncated/corrupt stream, on NaN or infinite samples, or when the file
-            turns out to hold no frames at all.
+        AudioError: on a truncated/corrupt stream (fewer frames than the header declares), on NaN,
+            infinite or huge samples, or when the file turns out to hold no frames at all.
     """
     total = 0
     try:
-        with sf.SoundFile(str(info.path)) as handle:
+        with sf.SoundFile(os.fsencode(info.path)) as handle:
             while True:
                 block = handle.read(block_frames, dtype="float32", always_2d=True)
                 if block.shape[0] == 0:
                     break
                 if not np.isfinite(block).all():
                     raise AudioError(f"{info.path}: contains NaN or infinite samples near {total / info.sample_rate:.2f} s")
+                if (peak := float(np.abs(block).max())) > MAX_ABS_SAMPLE:
+                    raise AudioError(f"{info.path}: a sample of {peak:g} near {total / info.sample_rate:.2f} s is beyond "
+                                     f"±{MAX_ABS_SAMPLE:g} (+60 dBFS)")
                 total += block.shape[0]
                 yield np.ascontiguousarray(block.T)
     except (sf.LibsndfileError, RuntimeError) as error:
         raise AudioError(f"{info.path}: corrupt or truncated audio ({_short(error)})") from None
     if total == 0:
         raise AudioError(f"{info.path}: no audio frames")
+    if total < info.frames:
+        raise AudioError(f"{info.path}: truncated or corrupt ({total} of the {info.frames} frames its header declares)")
 
 
 def read_excerpt(path: str | os.PathLike, *, start_frame: int, frames: int) -> np.ndarray:
@@ -117,7 +126,7 @@ def read_excerpt(path: str | os.PathLike, *, start_frame: int, frames: int) -> n
     Returns float32 ``(channels, frames)``, zero-padded if the file ends early.
     """
     try:
-        block = sf.read(str(path), start=start_frame, frames=frames, dtype="float32", always_2d=True, fill_value=0.0)[0]
+        block = sf.read(os.fsencode(path), start=start_frame, frames=frames, dtype="float32", always_2d=True, fill_value=0.0)[0]
     except (sf.LibsndfileError, RuntimeError) as error:
         raise AudioError(f"{path}: cannot read an excerpt ({_short(error)})") from None
     return np.ascontiguousarray(block.T)
@@ -151,7 +160,7 @@ class AtomicAudioWriter:
         self.path = Path(path)
         self.sample_rate = sample_rate
         self.channels = channels
-        self.format = format or _format_for_suffix(self.path)
+        self.format = format or format_for_suffix(self.path)
         self.subtype = subtype
         self._sound_file: sf.SoundFile | None = None
         self._temp_path: Path | None = None
@@ -163,7 +172,8 @@ class AtomicAudioWriter:
         if self.subtype is not None and not sf.check_format(self.format, self.subtype):
             raise AudioError(f"{self.path}: format {self.format} cannot hold subtype {self.subtype}")
         try:
-            handle, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=PARTIAL_SUFFIX, dir=folder)
+            handle, name = tempfile.mkstemp(prefix=partial_prefix(self.path, pid=os.getpid()), suffix=PARTIAL_SUFFIX,
+                                            dir=folder)
         except OSError as error:
             raise AudioError(f"{self.path}: output folder {folder} is not writable ({error.strerror})") from None
         os.close(handle)
@@ -174,7 +184,7 @@ class AtomicAudioWriter:
         os.chmod(name, 0o666 & ~umask)
         try:
             self._sound_file = sf.SoundFile(
-                name, "w", samplerate=self.sample_rate, channels=self.channels,
+                os.fsencode(name), "w", samplerate=self.sample_rate, channels=self.channels,
                 format=self.format, subtype=self.subtype,
             )
         except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
@@ -185,7 +195,12 @@ class AtomicAudioWriter:
     def write(self, audio: np.ndarray) -> None:
         """Append float ``(channels, samples)`` audio."""
         assert self._sound_file is not None, "use AtomicAudioWriter as a context manager"
-        self._sound_file.write(np.ascontiguousarray(audio.T))
+        try:
+            self._sound_file.write(np.ascontiguousarray(audio.T))
+        except (OSError, sf.LibsndfileError, RuntimeError) as error:
+            # Disk full or a file-size limit: libsndfile says only "System error."; name the file and why.
+            reason = os.strerror(error.errno) if getattr(error, "errno", None) else _short(error)
+            raise AudioError(f"{self.path}: cannot write ({reason}; is the disk full?)") from None
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
@@ -206,15 +221,49 @@ class AtomicAudioWriter:
             self._temp_path.unlink(missing_ok=True)
 
 
+def partial_prefix(path: Path, *, pid: int) -> str:
+    """Start of the temporary file names for output ``path`` written by process ``pid``.
+
+    The output's name is cut to :data:`PARTIAL_NAME_BYTES` so that the temporary name stays within
+    the 255 bytes file systems allow however long the output's name is.
+    """
+    name = os.fsdecode(os.fsencode(path.name)[:PARTIAL_NAME_BYTES])
+    return f".{name}.{pid}."
+
+
 def remove_stale_partials(path: str | os.PathLike) -> int:
-    """Delete temporary files a killed run left for output ``path``; returns how many."""
+    """Delete temporary files that a killed run left for output ``path``; returns how many.
+
+    A temporary file is stale only when the process named in it is gone: another run writing into
+    the same folder at the same time (or a batch worker) keeps its own.
+    """
     path = Path(path)
     if not path.parent.is_dir():
         return 0
-    stale = list(path.parent.glob(f".{glob.escape(path.name)}.*{PARTIAL_SUFFIX}"))
-    for leftover in stale:
+    prefix = partial_prefix(path, pid=0)[:-2]  # ".NAME."
+    removed = 0
+    for leftover in path.parent.glob(glob.escape(prefix) + "*" + PARTIAL_SUFFIX):
+        # ".NAME.PID.XXXXXXXX.partial" (mkstemp's 8 random characters); anything else is another output's.
+        match = re.fullmatch(r"(\d+)\.[a-z0-9_]{8}", leftover.name[len(prefix): -len(PARTIAL_SUFFIX)])
+        if match is None or _process_alive(int(match.group(1))):
+            continue
         leftover.unlink(missing_ok=True)
-    return len(stale)
+        removed += 1
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    except OverflowError:
+        return False
+    return True
 
 
 class Resampler:
@@ -274,12 +323,38 @@ def resample(audio: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
 
 def find_audio_files(folder: str | os.PathLike) -> list[Path]:
     """All audio files under ``folder`` (recursive, sorted, hidden files skipped)."""
+    return scan_audio_files(folder)[0]
+
+
+def scan_audio_files(folder: str | os.PathLike, *, exclude: Path | None = None) -> tuple[list[Path], list[str]]:
+    """Audio files under ``folder`` and one line per thing that had to be passed over.
+
+    Recursive and sorted; hidden files and folders are skipped quietly, and so is ``exclude`` (an
+    output folder inside the input must not be read back as input). Unreadable folders, dangling or
+    looping links and non-regular files named like audio (FIFOs, devices) are passed over with a line
+    naming them. Symbolic links to folders are not followed.
+    """
     folder = Path(folder)
-    return sorted(
-        path for path in folder.rglob("*")
-        if path.is_file() and path.suffix.lower() in AUDIO_SUFFIXES
-        and not any(part.startswith(".") for part in path.relative_to(folder).parts)
-    )
+    skip = exclude.resolve() if exclude is not None else None
+    files, problems = [], []
+
+    def unreadable(error: OSError) -> None:
+        problems.append(f"{error.filename}: cannot read this folder ({error.strerror}); skipped")
+
+    for root, dirs, names in os.walk(folder, onerror=unreadable):
+        here = Path(root)
+        dirs[:] = sorted(name for name in dirs if not name.startswith(".") and (here / name).resolve() != skip)
+        for name in sorted(names):
+            path = here / name
+            if name.startswith(".") or path.suffix.lower() not in AUDIO_SUFFIXES:
+                continue
+            if path.is_file():
+                files.append(path)
+            elif path.is_symlink() and not path.exists():
+                problems.append(f"{path}: broken or looping link; skipped")
+            elif not path.is_dir():
+                problems.append(f"{path}: not a regular file; skipped")
+    return sorted(files), problems
 
 
 def _missing_data_bytes(header_log: str) -> int | None:
@@ -298,7 +373,23 @@ def _missing_data_bytes(header_log: str) -> int | None:
     return declared - present
 
 
-def _format_for_suffix(path: Path) -> str:
+def matching_subtype(subtype: str, path: str | os.PathLike) -> str | None:
+    """The subtype for writing ``path`` that keeps the input ``subtype``'s resolution.
+
+    The input's own subtype where the output format holds it (24-bit FLAC to WAV stays 24-bit);
+    for lossy input, whose samples are decoded as float, the format's default. ``None`` means
+    the format's default.
+    """
+    output_format = format_for_suffix(Path(path))
+    if subtype and sf.check_format(output_format, subtype):
+        return subtype
+    wider = {"PCM_S8": "PCM_16", "PCM_U8": "PCM_16", "ULAW": "PCM_16", "ALAW": "PCM_16", "IMA_ADPCM": "PCM_16",
+             "MS_ADPCM": "PCM_16", "PCM_32": "PCM_24", "FLOAT": "PCM_24", "DOUBLE": "PCM_24"}
+    fallback = wider.get(subtype or "")
+    return fallback if fallback and sf.check_format(output_format, fallback) else None
+
+
+def format_for_suffix(path: Path) -> str:
     formats = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG", ".oga": "OGG", ".mp3": "MP3",
                ".aif": "AIFF", ".aiff": "AIFF", ".au": "AU", ".w64": "W64", ".caf": "CAF"}
     try:
