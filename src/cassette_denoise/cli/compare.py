@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from cassette_denoise.audio import read_audio, resample
-from cassette_denoise.cli import EXIT_OK, CommandError
+from cassette_denoise.cli import EXIT_OK, CommandError, messages
 from cassette_denoise.plots import plot_comparison
 
 
@@ -26,6 +27,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.dpi < 10 or args.dpi > 1200:
+        raise CommandError(f"--dpi must be between 10 and 1200, got {args.dpi}")
+    if args.output.suffix.lower() not in (".png", ".pdf", ".svg", ".jpg", ".jpeg"):
+        raise CommandError(f"{args.output}: unsupported picture format {args.output.suffix!r} (png, pdf, svg, jpg)")
     if not args.output.parent.is_dir():
         raise CommandError(f"{args.output}: output folder {args.output.parent} does not exist")
     noisy, sample_rate = read_audio(args.noisy)
@@ -33,10 +38,15 @@ def run(args: argparse.Namespace) -> int:
     # Bring everything to the noisy file's rate and the shortest length so that panels line up.
     others = [audio if rate == sample_rate else resample(audio, rate, sample_rate) for audio, rate in others]
     length = min(audio.shape[1] for audio in [noisy, *others])
+    for path, audio in zip([args.noisy, args.denoised, args.clean], [noisy, *others]):
+        if audio.shape[1] > length:
+            print(messages.printable(f"cassette-denoise compare: note: {path} is {audio.shape[1] - length} samples "
+                                     f"longer than the shortest file; drawing the first {length} samples of each"),
+                  file=sys.stderr)
     noisy, denoised, *clean = (audio[:, :length] for audio in [noisy, *others])
     if denoised.shape[0] != noisy.shape[0]:
         raise CommandError(f"{args.denoised}: {denoised.shape[0]} channels, {args.noisy} has {noisy.shape[0]}")
     figure = plot_comparison(noisy, denoised, sample_rate, clean=clean[0] if clean else None)
     figure.savefig(args.output, dpi=args.dpi)
-    print(f"wrote {args.output}")
+    print(messages.printable(f"wrote {args.output}"))
     return EXIT_OK
