@@ -358,19 +358,21 @@ def scan_audio_files(folder: str | os.PathLike, *, exclude: Path | None = None) 
 
 
 def _missing_data_bytes(header_log: str) -> int | None:
-    """Bytes missing from a data chunk, read from libsndfile's header log; ``None`` if complete.
+    """Bytes missing from a file, read from libsndfile's header log; ``None`` if complete.
 
-    libsndfile reads a truncated WAV/AIFF without complaint, giving only the frames that are there;
-    its log says ``data : <declared> (should be <present>)``. Streaming writers leave 0 or 0xFFFFFFFF
-    as the declared size, which is not truncation.
+    libsndfile reads a truncated WAV, AIFF, AU or W64 without complaint, giving only the frames that
+    are there; its log says ``<chunk> : <declared> (should be <present>)`` for the data chunk (WAV
+    ``data``, AIFF ``SSND``, AU ``Data Size``) or the whole file (W64 ``riff``, WAV ``RIFF``, AIFF
+    ``FORM``). Streaming writers leave 0 or 0xFFFFFFFF as the declared size, which is not truncation,
+    and a single missing byte is the pad byte some writers leave off an odd-sized chunk.
     """
-    match = re.search(r"^\s*(?:data|SSND)\s*:\s*(\d+)\s*\(should be (\d+)\)", header_log, re.MULTILINE)
-    if not match:
-        return None
-    declared, present = int(match.group(1)), int(match.group(2))
-    if declared in (0, 0xFFFFFFFF) or declared <= present:
-        return None
-    return declared - present
+    missing = None
+    for match in re.finditer(r"^\s*(?:data|SSND|Data Size|riff|RIFF|FORM)\s*:\s*(\d+)\s*\(should be (\d+)\)",
+                             header_log, re.MULTILINE):
+        declared, present = int(match.group(1)), int(match.group(2))
+        if declared not in (0, 0xFFFFFFFF) and declared > present + 1:
+            missing = max(missing or 0, declared - present)
+    return missing
 
 
 def matching_subtype(subtype: str, path: str | os.PathLike) -> str | None:
@@ -399,4 +401,6 @@ def format_for_suffix(path: Path) -> str:
 
 
 def _short(error: Exception) -> str:
+    if isinstance(error, sf.LibsndfileError) and error.error_string:
+        return error.error_string  # without soundfile's "Error opening b'...'" prefix: callers name the file
     return str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__

@@ -82,7 +82,8 @@ def check_options(args: argparse.Namespace) -> None:
     if args.subtype is not None:
         args.subtype = args.subtype.upper()
         if args.subtype not in sf.available_subtypes():
-            raise CommandError(f"--subtype {args.subtype}: unknown; known ones are {sorted(sf.available_subtypes())}")
+            raise CommandError(f"--subtype {args.subtype}: unknown (e.g. PCM_16, PCM_24, FLOAT; soundfile's "
+                               f"available_subtypes() lists them all)")
         if target is not None and not sf.check_format(format_for_suffix(target), args.subtype):
             raise CommandError(f"--subtype {args.subtype}: {target.suffix} files cannot hold it")
 
