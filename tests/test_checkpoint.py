@@ -73,6 +73,7 @@ def test_a_huge_config_is_refused_before_it_allocates(saved):
     path, _, sidecar = saved
     _rewrite(path, raw_sidecar=json.dumps({**sidecar, "config": {**sidecar["config"], "base_width": 64, "levels": 10}}))
     code = f"""
+import resource
 resource.setrlimit(resource.RLIMIT_AS, (3 << 29, 3 << 29))
 from cassette_denoise.checkpoint import CheckpointError, load_model
 try:

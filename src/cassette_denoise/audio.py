@@ -64,7 +64,8 @@ def probe(path: str | os.PathLike) -> AudioInfo:
         # A FIFO or device would block the reader or never end.
         raise AudioError(f"{path}: not a regular file")
     try:
-        info = sf.info(os.fsencode(path), verbose=True)
+        with _mpeg_decoder_messages(path.suffix.lower() == ".mp3"):  # its seeking warnings name no file
+            info = sf.info(os.fsencode(path), verbose=True)
     except (sf.LibsndfileError, RuntimeError, TypeError) as error:
         raise AudioError(f"{path}: not a readable audio file ({_short(error)})") from None
     if (missing := _missing_data_bytes(info.extra_info)) is not None:
@@ -98,11 +99,17 @@ def iter_blocks(info: AudioInfo, *, block_frames: int) -> Iterator[np.ndarray]:
         AudioError: on a truncated/corrupt stream (fewer frames than the header declares), on NaN,
             infinite or huge samples, or when the file turns out to hold no frames at all.
     """
-    total = 0
+    total, mpeg = 0, info.format == "MP3"
     try:
-        with sf.SoundFile(os.fsencode(info.path)) as handle:
+        with _mpeg_decoder_messages(mpeg):
+            handle = sf.SoundFile(os.fsencode(info.path))
+        with handle:
             while True:
-                block = handle.read(block_frames, dtype="float32", always_2d=True)
+                with _mpeg_decoder_messages(mpeg) as messages:
+                    block = handle.read(block_frames, dtype="float32", always_2d=True)
+                if errors := [line for line in messages if "error:" in line]:
+                    reason = errors[0].split("error:", 1)[1].strip()
+                    raise AudioError(f"{info.path}: corrupt MP3 data near {total / info.sample_rate:.2f} s ({reason})")
                 if block.shape[0] == 0:
                     break
                 if not np.isfinite(block).all():
@@ -118,6 +125,32 @@ def iter_blocks(info: AudioInfo, *, block_frames: int) -> Iterator[np.ndarray]:
         raise AudioError(f"{info.path}: no audio frames")
     if total < info.frames:
         raise AudioError(f"{info.path}: truncated or corrupt ({total} of the {info.frames} frames its header declares)")
+
+
+@contextlib.contextmanager
+def _mpeg_decoder_messages(active: bool) -> Iterator[list[str]]:
+    """Collect what libmpg123 writes to the process's stderr (file descriptor 2) while active.
+
+    The MP3 decoder reports damaged frames only there, one unattributed line per frame, and goes on
+    with garbage; collected, they can become one error naming the file. Kept to single library calls,
+    so nothing else's output is caught.
+    """
+    messages: list[str] = []
+    if not active:
+        yield messages
+        return
+    saved = os.dup(2)
+    try:
+        with tempfile.TemporaryFile() as sink:
+            os.dup2(sink.fileno(), 2)
+            try:
+                yield messages
+            finally:
+                os.dup2(saved, 2)
+                sink.seek(0)
+                messages += sink.read(1 << 16).decode("utf-8", "replace").splitlines()
+    finally:
+        os.close(saved)
 
 
 def read_excerpt(path: str | os.PathLike, *, start_frame: int, frames: int) -> np.ndarray:
@@ -375,15 +408,20 @@ def _missing_data_bytes(header_log: str) -> int | None:
     return missing
 
 
+#: Sample encodings that mean the same in every container that holds them.
+PORTABLE_SUBTYPES = frozenset({"PCM_S8", "PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE", "ULAW", "ALAW"})
+
+
 def matching_subtype(subtype: str, path: str | os.PathLike) -> str | None:
     """The subtype for writing ``path`` that keeps the input ``subtype``'s resolution.
 
     The input's own subtype where the output format holds it (24-bit FLAC to WAV stays 24-bit);
-    for lossy input, whose samples are decoded as float, the format's default. ``None`` means
+    for lossy input (decoded as float), the format's default. ``None`` means
     the format's default.
     """
     output_format = format_for_suffix(Path(path))
-    if subtype and sf.check_format(output_format, subtype):
+    # Only sample formats travel: libsndfile's check_format says WAV can hold MP3 data, but it cannot write it.
+    if subtype in PORTABLE_SUBTYPES and sf.check_format(output_format, subtype):
         return subtype
     wider = {"PCM_S8": "PCM_16", "PCM_U8": "PCM_16", "ULAW": "PCM_16", "ALAW": "PCM_16", "IMA_ADPCM": "PCM_16",
              "MS_ADPCM": "PCM_16", "PCM_32": "PCM_24", "FLOAT": "PCM_24", "DOUBLE": "PCM_24"}
