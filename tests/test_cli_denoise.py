@@ -290,3 +290,15 @@ def test_a_full_disk_names_the_file_and_the_batch_goes_on(tmp_path, tiny_checkpo
     err = capsys.readouterr().err
     assert "a.wav: cannot write" in err
     assert sorted(p.name for p in (tmp_path / "out" / "in").iterdir()) == ["b.wav"]  # no temporary file left
+
+
+def test_a_damaged_mp3_is_one_error_naming_it(tmp_path, tiny_checkpoint, capfd):
+    source = write(tmp_path / "a.mp3", 3.0, subtype="MPEG_LAYER_III")
+    data = bytearray(source.read_bytes())
+    for position in np.random.default_rng(1).integers(200, len(data), 300):
+        data[position] ^= 0xFF
+    source.write_bytes(bytes(data))
+    assert run(tiny_checkpoint, source, "-o", tmp_path / "out.wav") == 1
+    err = capfd.readouterr().err
+    assert "a.mp3: corrupt MP3 data" in err and "libmpg123" not in err
+    assert not (tmp_path / "out.wav").exists()

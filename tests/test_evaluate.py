@@ -114,3 +114,18 @@ def test_peer_keeps_the_shape(peer):
     _, noisy = _music_and_hiss()
     out = peer.denoise(noisy, SAMPLE_RATE)
     assert out.shape == noisy.shape and np.isfinite(out).all()
+
+
+def test_compare_says_when_it_cuts_files_of_unequal_length(pair_files, capsys):
+    clean, _ = _music_and_hiss()
+    write_audio(pair_files / "short.wav", clean[:, :12_000], SAMPLE_RATE, subtype="FLOAT")
+    assert main(["compare", str(pair_files / "song_noisy.wav"), str(pair_files / "short.wav"),
+                 "-o", str(pair_files / "c.png")]) == 0
+    assert "song_noisy.wav is 4000 samples longer" in capsys.readouterr().err
+
+
+def test_evaluate_refuses_a_model_it_cannot_load(pair_files, capsys):
+    (pair_files / "README.md").write_text("# not a model")
+    assert main(["evaluate", "--noisy", str(pair_files / "song_noisy.wav"), "--clean", str(pair_files / "song_clean.wav"),
+                 "--no-peers", "--model", str(pair_files / "README.md")]) == 2
+    assert "README.md: not a model file" in capsys.readouterr().err
