@@ -60,7 +60,7 @@ def check_options(args: argparse.Namespace) -> None:
         raise CommandError(f"--strength-db must be between 0 and 120 dB, got {args.strength_db:g}")
     if "" in args.inputs:
         raise CommandError("an input is an empty string (it would mean the current folder; give '.' for that)")
-    if args.device != "cpu":
+    if args.device.startswith("cuda"):  # "auto" falls back to the CPU; no need to import torch for it
         from cassette_denoise.denoiser import resolve_device
 
         try:
@@ -75,10 +75,9 @@ def check_options(args: argparse.Namespace) -> None:
             raise CommandError(f"-o {target}: not a regular file")
     elif Path(args.out_dir).exists() and not Path(args.out_dir).is_dir():
         raise CommandError(f"--out-dir {args.out_dir}: exists and is not a folder")
-    suffixes = {target.suffix.lower()} if target is not None else set()
-    for suffix in suffixes:
-        if suffix not in AUDIO_SUFFIXES:
-            raise CommandError(f"-o {target}: unsupported output format {suffix!r} (use one of {sorted(AUDIO_SUFFIXES)})")
+    if target is not None and target.suffix.lower() not in AUDIO_SUFFIXES:
+        raise CommandError(f"-o {target}: unsupported output format {target.suffix!r} "
+                           f"(use one of {sorted(AUDIO_SUFFIXES)})")
     if args.subtype is not None:
         args.subtype = args.subtype.upper()
         if args.subtype not in sf.available_subtypes():
