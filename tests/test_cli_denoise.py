@@ -20,7 +20,8 @@ from conftest import music_like
 def write(path: Path, seconds: float = 1.0, *, sample_rate: int = 44100, channels: int = 2, subtype="PCM_16", fmt=None):
     path.parent.mkdir(parents=True, exist_ok=True)
     audio = music_like(channels, int(seconds * sample_rate), sample_rate)
-    sf.write(path, audio.T, sample_rate, subtype=subtype, format=fmt)
+    # As bytes, so that a name that is not valid UTF-8 can be written too.
+    sf.write(os.fsencode(path), audio.T, sample_rate, subtype=subtype, format=fmt or path.suffix[1:].upper())
     return path
 
 
@@ -119,8 +120,9 @@ def test_unwritable_output_and_output_equal_to_input_are_refused(tmp_path, tiny_
 
 def test_bad_model_file_is_one_line(tmp_path, capsys):
     source = write(tmp_path / "a.wav")
-    assert main(["denoise", "--model", str(tmp_path / "nope.safetensors"), str(source), "-o", str(tmp_path / "b.wav")]) == 1
-    assert "model weights not found" in capsys.readouterr().err
+    assert main(["denoise", "--model", str(tmp_path / "nope.safetensors"), str(source), "-o", str(tmp_path / "b.wav")]) == 2
+    assert "nope.safetensors: model weights not found" in capsys.readouterr().err
+    assert not (tmp_path / "b.wav").exists()
 
 
 def test_python_m_entry_point_runs_on_a_one_second_file(tmp_path, tiny_checkpoint):
@@ -148,3 +150,155 @@ def test_kill_during_a_batch_leaves_no_partial_output_and_rerun_finishes(tmp_pat
         assert sf.info(path).frames == 20 * 44100  # any visible output is complete
     assert subprocess.run(command, capture_output=True, timeout=300).returncode == 0
     assert sorted(p.name for p in out.iterdir()) == ["0.wav", "1.wav", "2.wav", "3.wav"]  # no leftovers
+
+
+def test_option_errors_exit_2_before_any_file_or_folder_is_touched(tmp_path, tiny_checkpoint, capsys):
+    write(tmp_path / "in" / "a.wav")
+    folder = tmp_path / "existing"
+    folder.mkdir()
+    cases = [
+        ("--strength-db", "200", "--out-dir", tmp_path / "out"),
+        ("--subtype", "BOGUS", "--out-dir", tmp_path / "out"),
+        ("--out-dir", tmp_path / "out", "--model", tmp_path / "README.md"),
+        ("-o", folder),
+        ("-o", tmp_path / "a.xyz"),
+        ("-o", tmp_path / "a.flac", "--subtype", "FLOAT"),
+    ]
+    (tmp_path / "README.md").write_text("# not a model")
+    for options in cases:
+        code = run(tiny_checkpoint, tmp_path / "in" / "a.wav", *options)
+        err = capsys.readouterr().err
+        assert code == 2 and len(err.strip().splitlines()) == 1, (options, err)
+        assert not (tmp_path / "out").exists() and list(folder.iterdir()) == [], options
+    assert run(tiny_checkpoint, tmp_path / "in", "-o", tmp_path / "x.wav") == 2  # a folder needs --out-dir
+    assert "use --out-dir" in capsys.readouterr().err
+    assert run(tiny_checkpoint, "", "--out-dir", tmp_path / "out") == 2
+    assert "empty string" in capsys.readouterr().err
+
+
+def test_a_model_that_is_not_one_is_named_truly(tmp_path, capsys):
+    readme = tmp_path / "README.md"
+    readme.write_text("# not a model")
+    assert main(["denoise", "--model", str(readme), str(write(tmp_path / "a.wav")), "-o", str(tmp_path / "b.wav")]) == 2
+    err = capsys.readouterr().err
+    assert "README.md: not a model file" in err and "README.safetensors" not in err
+
+
+def test_an_out_dir_inside_the_input_is_not_read_back(tmp_path, tiny_checkpoint):
+    write(tmp_path / "nest" / "a.wav")
+    for _ in range(2):
+        assert run(tiny_checkpoint, tmp_path / "nest", "--out-dir", tmp_path / "nest" / "clean") == 0
+    found = sorted(p.relative_to(tmp_path).as_posix() for p in (tmp_path / "nest").rglob("*.wav"))
+    assert found == ["nest/a.wav", "nest/clean/nest/a.wav"]
+
+
+def test_two_inputs_for_one_output_are_refused_up_front(tmp_path, tiny_checkpoint, capsys):
+    write(tmp_path / "d1" / "x.wav")
+    write(tmp_path / "d2" / "x.wav")
+    assert run(tiny_checkpoint, tmp_path / "d1" / "x.wav", tmp_path / "d2" / "x.wav", "--out-dir", tmp_path / "out") == 2
+    assert "d1/x.wav and" in capsys.readouterr().err and not (tmp_path / "out").exists()
+    write(tmp_path / "a" / "music" / "y.wav")
+    write(tmp_path / "b" / "music" / "y.wav")
+    assert run(tiny_checkpoint, tmp_path / "a" / "music", tmp_path / "b" / "music", "--out-dir", tmp_path / "out") == 2
+    # The same file given twice is one job, not a clash.
+    assert run(tiny_checkpoint, tmp_path / "d1" / "x.wav", tmp_path / "d1", "--out-dir", tmp_path / "out") == 0
+
+
+def test_odd_names_and_non_regular_files_are_reported_and_the_batch_goes_on(tmp_path, tiny_checkpoint, capsys):
+    folder = tmp_path / "in"
+    write(folder / "good.wav")
+    write(Path(os.fsdecode(bytes(folder) + b"/bad\xffname.wav")))
+    (folder / "evil\n\x1b[31mred.wav").write_bytes(b"not audio")
+    os.mkfifo(folder / "pipe.wav")
+    (folder / "dangling.wav").symlink_to(folder / "nowhere.wav")
+    assert run(tiny_checkpoint, folder, "--out-dir", tmp_path / "out") == 1
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "evil\\n\\x1b[31mred.wav" in err
+    assert "bad\\xffname.wav" not in err  # it was denoised, not reported
+    assert "pipe.wav: not a regular file" in err and "dangling.wav: broken or looping link" in err
+    assert sum("error" in line for line in err.splitlines()) == 3
+    outputs = {os.fsencode(p.name) for p in (tmp_path / "out" / "in").iterdir()}
+    assert outputs == {b"good.wav", b"bad\xffname.wav"}
+    os.mkfifo(tmp_path / "direct.wav")  # given by name it is skipped too, instead of blocking on it
+    assert run(tiny_checkpoint, tmp_path / "direct.wav", "-o", tmp_path / "o.wav") == 1
+    assert "direct.wav: not a regular file" in capsys.readouterr().err
+
+
+def test_a_long_name_gets_a_temporary_file_that_fits(tmp_path, tiny_checkpoint):
+    source = write(tmp_path / ("L" * 250 + ".wav"))
+    assert run(tiny_checkpoint, source, "--out-dir", tmp_path / "out") == 0
+    assert (tmp_path / "out" / source.name).is_file()
+
+
+def test_temporary_files_of_live_processes_are_kept_and_dead_ones_removed(tmp_path):
+    from cassette_denoise.audio import partial_prefix, remove_stale_partials
+
+    target = tmp_path / "a.wav"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    live, gone = partial_prefix(target, pid=os.getppid()), partial_prefix(target, pid=int(dead.stdout))
+    for name in (f"{live}abcd1234.partial", f"{gone}abcd1234.partial", ".a.wav.x.123.abcd1234.partial"):
+        (tmp_path / name).write_bytes(b"")
+    assert remove_stale_partials(target) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f"{live}abcd1234.partial", ".a.wav.x.123.abcd1234.partial"])
+
+
+@pytest.mark.parametrize("fmt,suffix", [("AU", ".au"), ("W64", ".w64"), ("WAV", ".wav"), ("AIFF", ".aiff")])
+def test_truncated_files_of_every_format_are_reported(tmp_path, tiny_checkpoint, capsys, fmt, suffix):
+    source = write(tmp_path / f"x{suffix}", 2.0, fmt=fmt)
+    source.write_bytes(source.read_bytes()[: source.stat().st_size // 2])
+    assert run(tiny_checkpoint, source, "-o", tmp_path / f"out{suffix}") == 1
+    assert "truncated" in capsys.readouterr().err and not (tmp_path / f"out{suffix}").exists()
+
+
+def test_output_subtype_follows_the_input_across_formats(tmp_path, tiny_checkpoint):
+    source = write(tmp_path / "a.flac", subtype="PCM_24")
+    assert run(tiny_checkpoint, source, "-o", tmp_path / "a.wav") == 0
+    assert sf.info(tmp_path / "a.wav").subtype == "PCM_24"
+
+
+def test_huge_samples_are_refused_and_nothing_is_written(tmp_path, tiny_checkpoint, capsys):
+    audio = np.zeros((22050, 1), np.float32)
+    audio[100] = 1e37
+    sf.write(tmp_path / "huge.wav", audio, 44100, subtype="FLOAT")
+    for suffix in (".wav", ".flac"):
+        assert run(tiny_checkpoint, tmp_path / "huge.wav", "-o", tmp_path / f"out{suffix}") == 1
+        assert "huge.wav: a sample of 1e+37" in capsys.readouterr().err
+        assert not (tmp_path / f"out{suffix}").exists()
+
+
+def test_clipping_is_reported_once(tmp_path, tiny_checkpoint, capfd):
+    audio = music_like(1, 44100, 44100) * 40
+    sf.write(tmp_path / "loud.wav", audio.T, 44100, subtype="FLOAT")
+    assert run(tiny_checkpoint, tmp_path / "loud.wav", "-o", tmp_path / "out.wav", "--subtype", "PCM_16") == 0
+    assert capfd.readouterr().err.count("clipped") == 1
+
+
+def test_a_full_disk_names_the_file_and_the_batch_goes_on(tmp_path, tiny_checkpoint, capsys, monkeypatch):
+    import cassette_denoise.audio as audio_module
+
+    for name in ("a.wav", "b.wav"):
+        write(tmp_path / "in" / name)
+    real_write = audio_module.sf.SoundFile.write
+
+    def full_for_a(self, data):
+        if "a.wav" in os.fsdecode(self.name):
+            raise sf.LibsndfileError(2, prefix="")  # what libsndfile gives for ENOSPC / EFBIG: "System error."
+        return real_write(self, data)
+
+    monkeypatch.setattr(audio_module.sf.SoundFile, "write", full_for_a)
+    assert run(tiny_checkpoint, tmp_path / "in", "--out-dir", tmp_path / "out") == 1
+    err = capsys.readouterr().err
+    assert "a.wav: cannot write" in err
+    assert sorted(p.name for p in (tmp_path / "out" / "in").iterdir()) == ["b.wav"]  # no temporary file left
+
+
+def test_a_damaged_mp3_is_one_error_naming_it(tmp_path, tiny_checkpoint, capfd):
+    source = write(tmp_path / "a.mp3", 3.0, subtype="MPEG_LAYER_III")
+    data = bytearray(source.read_bytes())
+    for position in np.random.default_rng(1).integers(200, len(data), 300):
+        data[position] ^= 0xFF
+    source.write_bytes(bytes(data))
+    assert run(tiny_checkpoint, source, "-o", tmp_path / "out.wav") == 1
+    err = capfd.readouterr().err
+    assert "a.mp3: corrupt MP3 data" in err and "libmpg123" not in err
+    assert not (tmp_path / "out.wav").exists()

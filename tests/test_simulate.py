@@ -254,3 +254,13 @@ def test_simulate_cli_refuses_to_overwrite_the_input(recording, capsys):
     assert main(["simulate", str(recording), "-o", str(recording)]) == 2
     assert "input" in capsys.readouterr().err
     assert recording.read_bytes() == before
+
+
+def test_simulate_cli_refuses_existing_outputs_without_overwrite(tmp_path, recording, capsys):
+    out = tmp_path / "out.wav"
+    out.write_bytes(b"keep me")
+    assert main(["simulate", str(recording), "-o", str(out)]) == 2
+    assert "out.wav: exists (use --overwrite" in capsys.readouterr().err
+    assert out.read_bytes() == b"keep me"
+    assert main(["simulate", str(recording), "-o", str(out), "--overwrite"]) == 0
+    assert read_audio(out)[0].shape == (2, SR)

@@ -21,11 +21,12 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from cassette_denoise.validate import MAX_ABS_SAMPLE, MAX_CHANNELS, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
+
 MODEL_SAMPLE_RATE = 44_100
-MIN_SAMPLE_RATE = 8_000
-MAX_SAMPLE_RATE = 192_000
-MAX_CHANNELS = 8
 PARTIAL_SUFFIX = ".partial"
+#: Bytes of an output's name kept in its temporary file's name (see :func:`partial_prefix`).
+PARTIAL_NAME_BYTES = 120
 AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".au", ".w64", ".caf"})
 
 
@@ -60,8 +61,12 @@ def probe(path: str | os.PathLike) -> AudioInfo:
         raise AudioError(f"{path}: no such file")
     if path.is_dir():
         raise AudioError(f"{path}: is a folder, not an audio file")
+    if not path.is_file():
+        # A FIFO or device would block the reader or never end.
+        raise AudioError(f"{path}: not a regular file")
     try:
-        info = sf.info(str(path), verbose=True)
+        with _mpeg_decoder_messages(path.suffix.lower() == ".mp3"):  # its seeking warnings name no file
+            info = sf.info(os.fsencode(path), verbose=True)
     except (sf.LibsndfileError, RuntimeError, TypeError) as error:
         raise AudioError(f"{path}: not a readable audio file ({_short(error)})") from None
     if (missing := _missing_data_bytes(info.extra_info)) is not None:
@@ -98,24 +103,61 @@ def iter_blocks(info: AudioInfo, *, block_frames: int) -> Iterator[np.ndarray]:
     """Yield a file's audio in blocks of float32 ``(channels, block_frames)`` (the last may be shorter).
 
     Raises:
-        AudioError: on a truncated/corrupt stream, on NaN or infinite samples, or when the file
-            turns out to hold no frames at all.
+        AudioError: on a truncated/corrupt stream (fewer frames than the header declares), on NaN,
+            infinite or huge samples, or when the file turns out to hold no frames at all.
     """
-    total = 0
+    total, mpeg = 0, info.format == "MP3"
     try:
-        with sf.SoundFile(str(info.path)) as handle:
+        with _mpeg_decoder_messages(mpeg):
+            handle = sf.SoundFile(os.fsencode(info.path))
+        with handle:
             while True:
-                block = handle.read(block_frames, dtype="float32", always_2d=True)
+                with _mpeg_decoder_messages(mpeg) as messages:
+                    block = handle.read(block_frames, dtype="float32", always_2d=True)
+                if errors := [line for line in messages if "error:" in line]:
+                    reason = errors[0].split("error:", 1)[1].strip()
+                    raise AudioError(f"{info.path}: corrupt MP3 data near {total / info.sample_rate:.2f} s ({reason})")
                 if block.shape[0] == 0:
                     break
                 if not np.isfinite(block).all():
                     raise AudioError(f"{info.path}: contains NaN or infinite samples near {total / info.sample_rate:.2f} s")
+                if (peak := float(np.abs(block).max())) > MAX_ABS_SAMPLE:
+                    raise AudioError(f"{info.path}: a sample of {peak:g} near {total / info.sample_rate:.2f} s is beyond "
+                                     f"±{MAX_ABS_SAMPLE:g} (+60 dBFS)")
                 total += block.shape[0]
                 yield np.ascontiguousarray(block.T)
     except (sf.LibsndfileError, RuntimeError) as error:
         raise AudioError(f"{info.path}: corrupt or truncated audio ({_short(error)})") from None
     if total == 0:
         raise AudioError(f"{info.path}: no audio frames")
+    if total < info.frames:
+        raise AudioError(f"{info.path}: truncated or corrupt ({total} of the {info.frames} frames its header declares)")
+
+
+@contextlib.contextmanager
+def _mpeg_decoder_messages(active: bool) -> Iterator[list[str]]:
+    """Collect what libmpg123 writes to the process's stderr (file descriptor 2) while active.
+
+    The MP3 decoder reports damaged frames only there, one unattributed line per frame, and goes on
+    with garbage; collected, they can become one error naming the file. Kept to single library calls,
+    so nothing else's output is caught.
+    """
+    messages: list[str] = []
+    if not active:
+        yield messages
+        return
+    saved = os.dup(2)
+    try:
+        with tempfile.TemporaryFile() as sink:
+            os.dup2(sink.fileno(), 2)
+            try:
+                yield messages
+            finally:
+                os.dup2(saved, 2)
+                sink.seek(0)
+                messages += sink.read(1 << 16).decode("utf-8", "replace").splitlines()
+    finally:
+        os.close(saved)
 
 
 def read_excerpt(path: str | os.PathLike, *, start_frame: int, frames: int) -> np.ndarray:
@@ -124,7 +166,7 @@ def read_excerpt(path: str | os.PathLike, *, start_frame: int, frames: int) -> n
     Returns float32 ``(channels, frames)``, zero-padded if the file ends early.
     """
     try:
-        block = sf.read(str(path), start=start_frame, frames=frames, dtype="float32", always_2d=True, fill_value=0.0)[0]
+        block = sf.read(os.fsencode(path), start=start_frame, frames=frames, dtype="float32", always_2d=True, fill_value=0.0)[0]
     except (sf.LibsndfileError, RuntimeError) as error:
         raise AudioError(f"{path}: cannot read an excerpt ({_short(error)})") from None
     return np.ascontiguousarray(block.T)
@@ -158,7 +200,7 @@ class AtomicAudioWriter:
         self.path = Path(path)
         self.sample_rate = sample_rate
         self.channels = channels
-        self.format = format or _format_for_suffix(self.path)
+        self.format = format or format_for_suffix(self.path)
         self.subtype = subtype
         self._sound_file: sf.SoundFile | None = None
         self._temp_path: Path | None = None
@@ -175,7 +217,7 @@ class AtomicAudioWriter:
             raise AudioError(f"{self.path}: output folder {folder} is not writable ({error.strerror})") from None
         try:
             self._sound_file = sf.SoundFile(
-                str(self._temp_path), "w", samplerate=self.sample_rate, channels=self.channels,
+                os.fsencode(self._temp_path), "w", samplerate=self.sample_rate, channels=self.channels,
                 format=self.format, subtype=self.subtype,
             )
         except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
@@ -186,7 +228,12 @@ class AtomicAudioWriter:
     def write(self, audio: np.ndarray) -> None:
         """Append float ``(channels, samples)`` audio."""
         assert self._sound_file is not None, "use AtomicAudioWriter as a context manager"
-        self._sound_file.write(np.ascontiguousarray(audio.T))
+        try:
+            self._sound_file.write(np.ascontiguousarray(audio.T))
+        except (OSError, sf.LibsndfileError, RuntimeError) as error:
+            # Disk full or a file-size limit: libsndfile says only "System error."; name the file and why.
+            reason = os.strerror(error.errno) if getattr(error, "errno", None) else _short(error)
+            raise AudioError(f"{self.path}: cannot write ({reason}; is the disk full?)") from None
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
@@ -221,8 +268,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
 
 
 def _temporary_beside(path: Path) -> Path:
-    """A new empty hidden file next to ``path`` (``.NAME.XXXX.partial``), for an atomic rename onto it."""
-    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=PARTIAL_SUFFIX, dir=path.parent)
+    """A new empty hidden file next to ``path`` (``.NAME.PID.XXXX.partial``), for an atomic rename onto it."""
+    handle, name = tempfile.mkstemp(prefix=partial_prefix(path, pid=os.getpid()), suffix=PARTIAL_SUFFIX,
+                                    dir=path.parent)
     os.close(handle)
     # mkstemp makes the file private (0600); give the output the permissions a plain open() would.
     umask = os.umask(0)
@@ -238,15 +286,49 @@ def encode_wav(audio: np.ndarray, sample_rate: int) -> bytes:
     return buffer.getvalue()
 
 
+def partial_prefix(path: Path, *, pid: int) -> str:
+    """Start of the temporary file names for output ``path`` written by process ``pid``.
+
+    The output's name is cut to :data:`PARTIAL_NAME_BYTES` so that the temporary name stays within
+    the 255 bytes file systems allow however long the output's name is.
+    """
+    name = os.fsdecode(os.fsencode(path.name)[:PARTIAL_NAME_BYTES])
+    return f".{name}.{pid}."
+
+
 def remove_stale_partials(path: str | os.PathLike) -> int:
-    """Delete temporary files a killed run left for output ``path``; returns how many."""
+    """Delete temporary files that a killed run left for output ``path``; returns how many.
+
+    A temporary file is stale only when the process named in it is gone: another run writing into
+    the same folder at the same time (or a batch worker) keeps its own.
+    """
     path = Path(path)
     if not path.parent.is_dir():
         return 0
-    stale = list(path.parent.glob(f".{glob.escape(path.name)}.*{PARTIAL_SUFFIX}"))
-    for leftover in stale:
+    prefix = partial_prefix(path, pid=0)[:-2]  # ".NAME."
+    removed = 0
+    for leftover in path.parent.glob(glob.escape(prefix) + "*" + PARTIAL_SUFFIX):
+        # ".NAME.PID.XXXXXXXX.partial" (mkstemp's 8 random characters); anything else is another output's.
+        match = re.fullmatch(r"(\d+)\.[a-z0-9_]{8}", leftover.name[len(prefix): -len(PARTIAL_SUFFIX)])
+        if match is None or _process_alive(int(match.group(1))):
+            continue
         leftover.unlink(missing_ok=True)
-    return len(stale)
+        removed += 1
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    except OverflowError:
+        return False
+    return True
 
 
 class Resampler:
@@ -306,31 +388,80 @@ def resample(audio: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
 
 def find_audio_files(folder: str | os.PathLike) -> list[Path]:
     """All audio files under ``folder`` (recursive, sorted, hidden files skipped)."""
+    return scan_audio_files(folder)[0]
+
+
+def scan_audio_files(folder: str | os.PathLike, *, exclude: Path | None = None) -> tuple[list[Path], list[str]]:
+    """Audio files under ``folder`` and one line per thing that had to be passed over.
+
+    Recursive and sorted; hidden files and folders are skipped quietly, and so is ``exclude`` (an
+    output folder inside the input must not be read back as input). Unreadable folders, dangling or
+    looping links and non-regular files named like audio (FIFOs, devices) are passed over with a line
+    naming them. Symbolic links to folders are not followed.
+    """
     folder = Path(folder)
-    return sorted(
-        path for path in folder.rglob("*")
-        if path.is_file() and path.suffix.lower() in AUDIO_SUFFIXES
-        and not any(part.startswith(".") for part in path.relative_to(folder).parts)
-    )
+    skip = exclude.resolve() if exclude is not None else None
+    files, problems = [], []
+
+    def unreadable(error: OSError) -> None:
+        problems.append(f"{error.filename}: cannot read this folder ({error.strerror}); skipped")
+
+    for root, dirs, names in os.walk(folder, onerror=unreadable):
+        here = Path(root)
+        dirs[:] = sorted(name for name in dirs if not name.startswith(".") and (here / name).resolve() != skip)
+        for name in sorted(names):
+            path = here / name
+            if name.startswith(".") or path.suffix.lower() not in AUDIO_SUFFIXES:
+                continue
+            if path.is_file():
+                files.append(path)
+            elif path.is_symlink() and not path.exists():
+                problems.append(f"{path}: broken or looping link; skipped")
+            elif not path.is_dir():
+                problems.append(f"{path}: not a regular file; skipped")
+    return sorted(files), problems
 
 
 def _missing_data_bytes(header_log: str) -> int | None:
-    """Bytes missing from a data chunk, read from libsndfile's header log; ``None`` if complete.
+    """Bytes missing from a file, read from libsndfile's header log; ``None`` if complete.
 
-    libsndfile reads a truncated WAV/AIFF without complaint, giving only the frames that are there;
-    its log says ``data : <declared> (should be <present>)``. Streaming writers leave 0 or 0xFFFFFFFF
-    as the declared size, which is not truncation.
+    libsndfile reads a truncated WAV, AIFF, AU or W64 without complaint, giving only the frames that
+    are there; its log says ``<chunk> : <declared> (should be <present>)`` for the data chunk (WAV
+    ``data``, AIFF ``SSND``, AU ``Data Size``) or the whole file (W64 ``riff``, WAV ``RIFF``, AIFF
+    ``FORM``). Streaming writers leave 0 or 0xFFFFFFFF as the declared size, which is not truncation,
+    and a single missing byte is the pad byte some writers leave off an odd-sized chunk.
     """
-    match = re.search(r"^\s*(?:data|SSND)\s*:\s*(\d+)\s*\(should be (\d+)\)", header_log, re.MULTILINE)
-    if not match:
-        return None
-    declared, present = int(match.group(1)), int(match.group(2))
-    if declared in (0, 0xFFFFFFFF) or declared <= present:
-        return None
-    return declared - present
+    missing = None
+    for match in re.finditer(r"^\s*(?:data|SSND|Data Size|riff|RIFF|FORM)\s*:\s*(\d+)\s*\(should be (\d+)\)",
+                             header_log, re.MULTILINE):
+        declared, present = int(match.group(1)), int(match.group(2))
+        if declared not in (0, 0xFFFFFFFF) and declared > present + 1:
+            missing = max(missing or 0, declared - present)
+    return missing
 
 
-def _format_for_suffix(path: Path) -> str:
+#: Sample encodings that mean the same in every container that holds them.
+PORTABLE_SUBTYPES = frozenset({"PCM_S8", "PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE", "ULAW", "ALAW"})
+
+
+def matching_subtype(subtype: str, path: str | os.PathLike) -> str | None:
+    """The subtype for writing ``path`` that keeps the input ``subtype``'s resolution.
+
+    The input's own subtype where the output format holds it (24-bit FLAC to WAV stays 24-bit);
+    for lossy input (decoded as float), the format's default. ``None`` means
+    the format's default.
+    """
+    output_format = format_for_suffix(Path(path))
+    # Only sample formats travel: libsndfile's check_format says WAV can hold MP3 data, but it cannot write it.
+    if subtype in PORTABLE_SUBTYPES and sf.check_format(output_format, subtype):
+        return subtype
+    wider = {"PCM_S8": "PCM_16", "PCM_U8": "PCM_16", "ULAW": "PCM_16", "ALAW": "PCM_16", "IMA_ADPCM": "PCM_16",
+             "MS_ADPCM": "PCM_16", "PCM_32": "PCM_24", "FLOAT": "PCM_24", "DOUBLE": "PCM_24"}
+    fallback = wider.get(subtype or "")
+    return fallback if fallback and sf.check_format(output_format, fallback) else None
+
+
+def format_for_suffix(path: Path) -> str:
     formats = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG", ".oga": "OGG", ".mp3": "MP3",
                ".aif": "AIFF", ".aiff": "AIFF", ".au": "AU", ".w64": "W64", ".caf": "CAF"}
     try:
@@ -340,4 +471,6 @@ def _format_for_suffix(path: Path) -> str:
 
 
 def _short(error: Exception) -> str:
+    if isinstance(error, sf.LibsndfileError) and error.error_string:
+        return error.error_string  # without soundfile's "Error opening b'...'" prefix: callers name the file
     return str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__

@@ -31,12 +31,13 @@ import torch
 
 from cassette_denoise import spectral
 from cassette_denoise.audio import (
-    MODEL_SAMPLE_RATE, AtomicAudioWriter, AudioError, Resampler, iter_blocks, output_length, probe,
+    MODEL_SAMPLE_RATE, AtomicAudioWriter, AudioError, Resampler, iter_blocks, matching_subtype, output_length, probe,
 )
 from cassette_denoise.checkpoint import load_model
 from cassette_denoise.defaults import DEFAULT_STRENGTH_DB
 from cassette_denoise.hum import HumRemover
 from cassette_denoise.model import UNet
+from cassette_denoise.validate import check_audio_array, check_channels, check_sample_rate
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +96,10 @@ class MaskTap(Protocol):
 class Denoiser:
     """A mask model plus the signal path around it.
 
-    Audio arrays are float ``(channels, samples)`` (a 1-D array is one channel) at any rate from
-    8 to 192 kHz; each channel gets its own mask.
+    Audio arrays are ``(channels, samples)`` (a 1-D array is one channel) at any whole rate from
+    8 to 192 kHz, float at ±1 full scale or integer PCM; :mod:`cassette_denoise.validate` says
+    exactly what is accepted. A soundfile array is ``(samples, channels)``: pass its ``.T``.
+    Each channel gets its own mask.
     """
 
     def __init__(self, model: UNet, *, device: str = "auto", metadata: dict | None = None,
@@ -144,22 +147,24 @@ class Denoiser:
         return DenoiseStream(self, channels=channels, sample_rate=sample_rate, strength_db=strength_db, tap=tap)
 
     def denoise(self, audio: np.ndarray, sample_rate: int, *, strength_db: float = DEFAULT_STRENGTH_DB) -> np.ndarray:
-        """Denoise a whole array; returns float32 of the same shape.
+        """Denoise a whole array ``(channels, samples)`` or ``(samples,)``; returns float32 of the same shape.
+
+        The input is checked by :func:`cassette_denoise.validate.check_audio_array` and never modified.
 
         Raises:
-            ValueError: empty audio, non-finite samples, or a rate/channel count out of range.
+            TypeError: not an array of float or int8/uint8/int16/int32 PCM samples, or a sample rate
+                that is not a number.
+            ValueError: a bad shape (including ``(samples, channels)``: pass ``audio.T``), 0 or more
+                than 8 channels, no samples, a rate outside 8-192 kHz, non-finite samples or samples
+                beyond ±1000, or ``strength_db`` outside 0-120.
         """
-        audio = np.asarray(audio, dtype=np.float32)
-        mono = audio.ndim == 1
-        audio = np.atleast_2d(audio)
-        if audio.ndim != 2 or audio.shape[1] == 0:
-            raise ValueError(f"audio must be (channels, samples) with samples > 0, got shape {audio.shape}")
-        if not np.isfinite(audio).all():
-            raise ValueError("audio contains NaN or infinite samples")
+        mono = np.ndim(audio) == 1
+        audio = check_audio_array(audio, sample_rate)
         stream = self.stream(channels=audio.shape[0], sample_rate=sample_rate, strength_db=strength_db)
         # Fed in blocks so that a long array costs no more working memory than a file does.
         pieces = [stream.process(audio[:, start: start + BLOCK_FRAMES]) for start in range(0, audio.shape[1], BLOCK_FRAMES)]
         out = np.concatenate([*pieces, stream.finish()], axis=1)
+        _check_finite_output(out, what="the denoised array")
         return out[0] if mono else out
 
     def denoise_file(
@@ -174,7 +179,8 @@ class Denoiser:
         """Denoise ``source`` into ``destination`` block by block.
 
         The output keeps the input's rate and channel count; its format follows ``destination``'s
-        suffix and its subtype is the input's unless ``subtype`` is given. Samples beyond full
+        suffix and its subtype is the input's (where that format can hold it, see
+        :func:`~cassette_denoise.audio.matching_subtype`) unless ``subtype`` is given. Samples beyond full
         scale are clipped only where the output format cannot hold them, and counted in the result.
         ``progress`` is called with the number of input frames just consumed.
 
@@ -185,8 +191,7 @@ class Denoiser:
         if destination.exists() and destination.resolve() == source.resolve():
             raise AudioError(f"{source}: output would overwrite the input")
         info = probe(source)
-        same_format = destination.suffix.lower() == source.suffix.lower()
-        subtype = subtype or (info.subtype if same_format else None)
+        subtype = subtype or matching_subtype(info.subtype, destination)
         keep_overs = (subtype or "").upper() in FLOAT_SUBTYPES
         started = time.perf_counter()
         stream = self.stream(channels=info.channels, sample_rate=info.sample_rate, strength_db=strength_db)
@@ -197,6 +202,8 @@ class Denoiser:
                 nonlocal peak, clipped
                 if block.shape[1] == 0:
                     return
+                if not np.isfinite(block).all():
+                    raise AudioError(f"{source}: denoising gave non-finite samples; nothing written (please report)")
                 peak = max(peak, float(np.abs(block).max()))
                 if not keep_overs:
                     overs = np.abs(block) > 1.0
@@ -211,7 +218,8 @@ class Denoiser:
                     progress(block.shape[1])
             emit(stream.finish())
         if clipped:
-            log.warning("%s: %d samples above full scale (peak %+.2f dBFS) were clipped", destination, clipped, _dbfs(peak))
+            # Info, not a warning: the count is in the result, and a command reports it in its own words.
+            log.info("%s: %d samples above full scale (peak %+.2f dBFS) were clipped", destination, clipped, _dbfs(peak))
         return FileResult(
             source, destination, info.duration_s, time.perf_counter() - started, _dbfs(peak), clipped,
         )
@@ -227,6 +235,7 @@ class DenoiseStream:
 
     def __init__(self, denoiser: Denoiser, *, channels: int, sample_rate: int, strength_db: float,
                  tap: MaskTap | None = None):
+        channels, sample_rate = check_channels(channels), check_sample_rate(sample_rate)
         if not 0 <= strength_db <= 120:
             raise ValueError(f"strength_db must be between 0 and 120 dB, got {strength_db}")
         self.channels, self.sample_rate = channels, sample_rate
@@ -239,9 +248,10 @@ class DenoiseStream:
         self._samples_in = 0
 
     def process(self, block: np.ndarray) -> np.ndarray:
-        block = np.atleast_2d(np.asarray(block, dtype=np.float32))
-        if block.shape[0] != self.channels:
-            raise ValueError(f"block has {block.shape[0]} channels, stream expects {self.channels}")
+        """Raises TypeError/ValueError as :func:`cassette_denoise.validate.check_audio_array` (an empty block is fine)."""
+        if np.shape(block)[-1:] == (0,):
+            return np.zeros((self.channels, 0), np.float32)
+        block = check_audio_array(block, self.sample_rate, channels=self.channels)
         self._samples_in += block.shape[1]
         return self._from_model.process(self._core.process(self._dehum(self._to_model.process(block))))
 
@@ -433,6 +443,12 @@ def _fill_tile(spectra: torch.Tensor) -> torch.Tensor:
     while spectra.shape[-1] < TILE_FRAMES:
         spectra = torch.cat([spectra, spectra.flip(-1)], dim=-1)
     return spectra[..., :TILE_FRAMES]
+
+
+def _check_finite_output(audio: np.ndarray, *, what: str) -> None:
+    """Refuse to hand back NaN or infinity as audio (the input checks exist so that this never fires)."""
+    if not np.isfinite(audio).all():
+        raise FloatingPointError(f"{what} has non-finite samples; this is a bug, please report it with the input")
 
 
 def _dbfs(peak: float) -> float:

@@ -88,5 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:  # the one place that turns any failure into a one-line message
         if args.verbose:
             raise
-        print(f"cassette-denoise {args.command}: error: {error}", file=sys.stderr)
+        from cassette_denoise.cli.messages import printable
+
+        print(f"cassette-denoise {args.command}: error: {printable(str(error))}", file=sys.stderr)
         return EXIT_USAGE if isinstance(error, CommandError) else EXIT_FAILED

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from cassette_denoise.cli import EXIT_FAILED, EXIT_OK, CommandError
+from cassette_denoise.cli import EXIT_FAILED, EXIT_OK, CommandError, messages
 
 
 @dataclass(frozen=True)
@@ -43,36 +44,99 @@ def register(subparsers) -> None:
     parser.set_defaults(run=run)
 
 
+def check_options(args: argparse.Namespace) -> None:
+    """Every check that needs no input file and no model, so that a usage error costs nothing.
+
+    Raises:
+        CommandError: a bad option value, naming it.
+    """
+    import soundfile as sf
+
+    from cassette_denoise.audio import AUDIO_SUFFIXES, format_for_suffix
+
+    if not 0 <= args.strength_db <= 120:
+        raise CommandError(f"--strength-db must be between 0 and 120 dB, got {args.strength_db:g}")
+    if "" in args.inputs:
+        raise CommandError("an input is an empty string (it would mean the current folder; give '.' for that)")
+    if args.device.startswith("cuda"):  # "auto" falls back to the CPU; no need to import torch for it
+        from cassette_denoise.denoiser import resolve_device
+
+        try:
+            resolve_device(args.device)
+        except ValueError as error:
+            raise CommandError(str(error)) from None
+    target = Path(args.output) if args.output else None
+    if target is not None:
+        if target.is_dir():
+            raise CommandError(f"-o {target}: is a folder; give a file name, or use --out-dir for a folder")
+        if target.exists() and not target.is_file():
+            raise CommandError(f"-o {target}: not a regular file")
+    elif Path(args.out_dir).exists() and not Path(args.out_dir).is_dir():
+        raise CommandError(f"--out-dir {args.out_dir}: exists and is not a folder")
+    if target is not None and target.suffix.lower() not in AUDIO_SUFFIXES:
+        raise CommandError(f"-o {target}: unsupported output format {target.suffix!r} "
+                           f"(use one of {sorted(AUDIO_SUFFIXES)})")
+    if args.subtype is not None:
+        args.subtype = args.subtype.upper()
+        if args.subtype not in sf.available_subtypes():
+            raise CommandError(f"--subtype {args.subtype}: unknown (e.g. PCM_16, PCM_24, FLOAT; soundfile's "
+                               f"available_subtypes() lists them all)")
+        if target is not None and not sf.check_format(format_for_suffix(target), args.subtype):
+            raise CommandError(f"--subtype {args.subtype}: {target.suffix} files cannot hold it")
+
+
 def plan_jobs(inputs: list[str], *, output: str | None, out_dir: str | None) -> tuple[list[Job], list[str]]:
-    """Pair every input file with its output path; returns the jobs and one error line per bad input."""
-    from cassette_denoise.audio import find_audio_files
+    """Pair every input file with its output path; returns the jobs and one error line per bad input.
+
+    Raises:
+        CommandError: ``output`` with anything but one input file, or two inputs that would be
+            written to the same output (nothing has been touched yet).
+    """
+    from cassette_denoise.audio import scan_audio_files
 
     jobs, errors = [], []
     for item in map(Path, inputs):
         if item.is_dir():
-            files = find_audio_files(item)
-            if not files:
+            if output:
+                raise CommandError(f"{item}: is a folder; -o/--output takes one file, use --out-dir for folders")
+            files, problems = scan_audio_files(item, exclude=Path(out_dir))
+            errors += problems
+            if not files and not problems:
                 errors.append(f"{item}: folder contains no audio files")
-            root = Path(out_dir) / item.resolve().name if out_dir else None
+            root = Path(out_dir) / item.resolve().name
             jobs += [Job(file, root / file.relative_to(item)) for file in files]
         elif not item.exists():
-            errors.append(f"{item}: no such file")
+            errors.append(f"{item}: {'broken or looping link' if item.is_symlink() else 'no such file'}")
+        elif not item.is_file():
+            errors.append(f"{item}: not a regular file; skipped")
         else:
             jobs.append(Job(item, Path(output) if output else Path(out_dir) / item.name))
     if output and len(jobs) + len(errors) > 1:
         raise CommandError("-o/--output takes exactly one input file; use --out-dir for several")
+    _refuse_shared_outputs(jobs)
     return jobs, errors
+
+
+def _refuse_shared_outputs(jobs: list[Job]) -> None:
+    by_destination: dict[Path, list[Job]] = {}
+    for job in jobs:
+        by_destination.setdefault(Path(os.path.abspath(job.destination)), []).append(job)
+    clashes = [group for group in by_destination.values() if len({job.source.resolve() for job in group}) > 1]
+    if clashes:
+        first = clashes[0]
+        raise CommandError(f"{len(clashes)} output(s) would be written by more than one input, e.g. "
+                           f"{' and '.join(str(job.source) for job in first[:2])} both to {first[0].destination}; "
+                           f"denoise them into different --out-dir folders")
 
 
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from cassette_denoise.audio import AudioError, probe, remove_stale_partials
-    from cassette_denoise.denoiser import Denoiser
-
+    check_options(args)
     jobs, errors = plan_jobs(args.inputs, output=args.output, out_dir=args.out_dir)
+    jobs = _unique(jobs)
     for line in errors:
-        print(f"cassette-denoise: error: {line}", file=sys.stderr)
+        messages.error(line)
     if not jobs:
         return EXIT_FAILED
 
@@ -80,48 +144,79 @@ def run(args: argparse.Namespace) -> int:
     for job in jobs:
         if job.destination.exists() and job.destination.resolve() == job.source.resolve():
             errors.append(f"{job.source}: output would overwrite the input")
-            print(f"cassette-denoise: error: {errors[-1]}", file=sys.stderr)
+            messages.error(errors[-1])
         elif job.destination.exists() and not args.overwrite:
             skipped += 1
         else:
             pending.append(job)
     if skipped:
         print(f"skipping {skipped} file(s) whose output exists (use --overwrite to replace)", file=sys.stderr)
+    if not pending:
+        return _summary(0, 0.0, 0.0, skipped, errors)
 
-    options = {"device": args.device, "remove_hum": not args.keep_hum}
-    denoiser = Denoiser.from_checkpoint(args.model, **options) if args.model else Denoiser.from_pretrained(**options)
-    sizes = {}
-    for job in pending:
-        try:
-            sizes[job] = probe(job.source).frames
-        except AudioError:
-            sizes[job] = 0  # reported when the job runs
+    denoiser = _load_denoiser(args)
     started, done, audio_s = time.perf_counter(), 0, 0.0
     with tqdm(total=len(pending), unit="file", desc="all files", position=0, disable=None) as overall:
         for job in pending:
-            try:
-                job.destination.parent.mkdir(parents=True, exist_ok=True)
-                remove_stale_partials(job.destination)
-                with tqdm(total=sizes[job], unit="frame", unit_scale=True, desc=job.source.name[:30],
-                          position=1, leave=False, disable=None) as bar:
-                    result = denoiser.denoise_file(job.source, job.destination, strength_db=args.strength_db,
-                                                   subtype=args.subtype, progress=bar.update)
+            result = _denoise_one(denoiser, job, args, errors)
+            if result is not None:
                 done += 1
                 audio_s += result.duration_s
-                if result.clipped_samples:
-                    print(f"cassette-denoise: warning: {job.destination}: {result.clipped_samples} samples above "
-                          f"full scale clipped (peak {result.peak_dbfs:+.2f} dBFS); use --subtype FLOAT to keep them",
-                          file=sys.stderr)
-            except (AudioError, OSError, ValueError) as error:
-                if logging.getLogger().isEnabledFor(logging.DEBUG):
-                    raise
-                # AudioError messages already start with the file they are about.
-                message = str(error) if isinstance(error, AudioError) else f"{job.source}: {error}"
-                errors.append(message)
-                tqdm.write(f"cassette-denoise: error: {message}", file=sys.stderr)
             overall.update()
+    return _summary(done, audio_s, time.perf_counter() - started, skipped, errors)
 
-    elapsed = time.perf_counter() - started
+
+def _load_denoiser(args: argparse.Namespace):
+    """The model, before any output folder is made: a bad ``--model`` is a usage error (exit 2)."""
+    from cassette_denoise.checkpoint import CheckpointError
+    from cassette_denoise.denoiser import Denoiser
+
+    options = {"device": args.device, "remove_hum": not args.keep_hum}
+    try:
+        return Denoiser.from_checkpoint(args.model, **options) if args.model else Denoiser.from_pretrained(**options)
+    except CheckpointError as error:
+        raise CommandError(f"--model: {error}") from None
+
+
+def _denoise_one(denoiser, job: Job, args: argparse.Namespace, errors: list[str]):
+    """Denoise one job; on failure, report it once, add it to ``errors`` and return None."""
+    from tqdm import tqdm
+
+    from cassette_denoise.audio import AudioError, probe, remove_stale_partials
+
+    try:
+        frames = probe(job.source).frames
+        job.destination.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_partials(job.destination)
+        with tqdm(total=frames, unit="frame", unit_scale=True, desc=messages.printable(job.source.name[:30]),
+                  position=1, leave=False, disable=None) as bar:
+            result = denoiser.denoise_file(job.source, job.destination, strength_db=args.strength_db,
+                                           subtype=args.subtype, progress=bar.update)
+    except (AudioError, OSError, ValueError) as error:
+        if logging.getLogger().isEnabledFor(logging.DEBUG):
+            raise
+        # AudioError messages already start with the file they are about.
+        errors.append(str(error) if isinstance(error, AudioError) else f"{job.source}: {error}")
+        messages.error(errors[-1], write=tqdm.write)
+        return None
+    if result.clipped_samples:
+        tqdm.write(messages.printable(
+            f"cassette-denoise: warning: {job.destination}: {result.clipped_samples} samples above full scale "
+            f"clipped (peak {result.peak_dbfs:+.2f} dBFS); use --subtype FLOAT to keep them"), file=sys.stderr)
+    return result
+
+
+def _unique(jobs: list[Job]) -> list[Job]:
+    """The same file given twice (``a.wav a.wav``, or a folder and a file in it) is done once."""
+    seen, unique = set(), []
+    for job in jobs:
+        if (key := (job.source.resolve(), Path(os.path.abspath(job.destination)))) not in seen:
+            seen.add(key)
+            unique.append(job)
+    return unique
+
+
+def _summary(done: int, audio_s: float, elapsed: float, skipped: int, errors: list[str]) -> int:
     speed = f", {audio_s / elapsed:.1f}x real time" if elapsed > 0 and audio_s else ""
     print(f"denoised {done} file(s), {_duration(audio_s)} of audio in {elapsed:.2f} s{speed}; "
           f"{skipped} skipped, {len(errors)} failed", file=sys.stderr)

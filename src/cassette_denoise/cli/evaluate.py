@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cassette_denoise.cli import EXIT_FAILED, EXIT_OK, CommandError
+from cassette_denoise.cli import EXIT_FAILED, EXIT_OK, CommandError, messages
 
 if TYPE_CHECKING:
     from cassette_denoise import evaluate
@@ -38,6 +38,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
     from cassette_denoise import evaluate
     from cassette_denoise.audio import AudioError
 
@@ -50,18 +52,22 @@ def run(args: argparse.Namespace) -> int:
             raise CommandError("--clean and --denoised go with --noisy, not --pairs")
         pairs = evaluate.load_pairs(args.pairs)
 
+    if args.strengths_db is not None and not all(0 <= strength <= 120 for strength in args.strengths_db):
+        raise CommandError(f"--strengths-db must each be between 0 and 120 dB, got {args.strengths_db}")
     methods = evaluate.our_methods(strengths_db=args.strengths_db, model_path=args.model)
+    if args.model and isinstance(methods[0], evaluate.Skipped):
+        raise CommandError(f"--model: {methods[0].reason}")
     if not args.no_peers:
         methods += evaluate.peer_methods()
 
     rows, failures = [], 0
-    for pair in pairs:
+    for pair in tqdm(pairs, unit="pair", desc="evaluating", disable=None if len(pairs) > 1 else True):
         try:
             rows += evaluate.evaluate_pair(pair, methods=methods, denoised=args.denoised)
         except AudioError as error:
             if len(pairs) == 1:
                 raise
-            print(f"cassette-denoise evaluate: skipping {pair.name}: {error}", file=sys.stderr)
+            tqdm.write(messages.printable(f"cassette-denoise evaluate: skipping {pair.name}: {error}"), file=sys.stderr)
             failures += 1
     if len(pairs) > 1:
         rows_shown = rows + evaluate.mean_rows(rows, label=f"mean of {len(pairs) - failures}")

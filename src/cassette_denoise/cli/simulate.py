@@ -38,6 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="also write the noise-free target (the music through the tape's signal path)")
     parser.add_argument("--params-out", type=Path, metavar="PATH.json",
                         help="also write the drawn simulator parameters as JSON")
+    parser.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
     parser.set_defaults(run=run)
 
 
@@ -54,6 +55,13 @@ def run(args: argparse.Namespace) -> int:
             raise CommandError(f"{path}: is the input file; choose another output")
     if len({path.resolve() for path in outputs}) < len(outputs):
         raise CommandError("-o, --target-out and --params-out must be different files")
+    for path in outputs:
+        if path.is_dir() or (path.exists() and not path.is_file()):
+            raise CommandError(f"{path}: not a regular file; give a file name")
+        if path.exists() and not args.overwrite:
+            raise CommandError(f"{path}: exists (use --overwrite to replace it)")
+        if not path.parent.is_dir():
+            raise CommandError(f"{path}: output folder {path.parent} does not exist")
 
     info = probe(args.input)
     audio, sample_rate = read_audio(args.input)
