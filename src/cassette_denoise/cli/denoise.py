@@ -22,8 +22,6 @@ class Job:
 
 
 def register(subparsers) -> None:
-    from cassette_denoise.denoiser import DEFAULT_STRENGTH_DB
-
     parser = subparsers.add_parser(
         "denoise", help="remove tape noise from audio files or folders",
         description="Denoise audio files (WAV, FLAC, OGG, MP3, ... at 8-192 kHz, 1-8 channels). Folders are "
@@ -34,6 +32,14 @@ def register(subparsers) -> None:
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("-o", "--output", help="output file (one input file only)")
     target.add_argument("--out-dir", help="output folder; input folders are mirrored inside it")
+    add_denoise_options(parser)
+    parser.set_defaults(run=run)
+
+
+def add_denoise_options(parser: argparse.ArgumentParser) -> None:
+    """The options that say how to denoise and whether to replace outputs (shared with ``batch``)."""
+    from cassette_denoise.denoiser import DEFAULT_STRENGTH_DB
+
     parser.add_argument("--strength-db", type=float, default=DEFAULT_STRENGTH_DB,
                         help=f"maximum attenuation in dB; lower keeps more natural hiss (default {DEFAULT_STRENGTH_DB:g})")
     parser.add_argument("--keep-hum", action="store_true",
@@ -43,7 +49,6 @@ def register(subparsers) -> None:
                                           "Integer subtypes clip samples beyond full scale (reported); FLOAT keeps them")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--model", help="a .safetensors checkpoint (default: the bundled model)")
-    parser.set_defaults(run=run)
 
 
 def plan_jobs(inputs: list[str], *, output: str | None, out_dir: str | None) -> tuple[list[Job], list[str]]:
