@@ -16,7 +16,7 @@ import sys
 
 from cassette_denoise import __version__
 
-COMMAND_MODULES = ("denoise", "simulate", "make_pairs", "corpus", "evaluate", "compare", "train")
+COMMAND_MODULES = ("denoise", "batch", "simulate", "make_pairs", "corpus", "evaluate", "compare", "train")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
