@@ -1,11 +1,12 @@
 """Throughput of ``cassette-denoise batch`` on a LocalCluster of 1 and 2 worker processes.
 
-The inputs are ``--files`` stereo 44.1 kHz PCM_16 WAVs of ``--duration-s`` seconds each (synthetic music plus
-hiss, :func:`_common.input_file`, cached). For each worker count a fresh LocalCluster runs the whole batch into a
-fresh output folder with the bundled model, through the same library calls as the command; the time counted is
-from the first task sent to the last outcome recorded (model loading on each worker included; cluster start-up,
-planning and the report are recorded apart). It writes ``results/batch_throughput.json`` with files per hour,
-hours of audio per hour, and the machine's load average at the start of each run (the machine may be shared).
+The inputs are ``--files`` stereo 44.1 kHz PCM_16 WAVs of ``--duration-s`` seconds each (synthetic music
+plus hiss, :func:`_common.input_file`, cached). For each worker count a fresh LocalCluster runs the whole
+batch into a fresh output folder with the bundled model, through the same library calls as the command. The
+time counted runs from the first task sent to the last outcome recorded (each worker's model loading
+included; cluster start-up, planning and the report are recorded apart). It writes
+``results/batch_throughput.json``: files per hour, hours of audio per hour, the workers' peak memory, and the
+machine's load average at the start of each run (the machine may be shared).
 
     python benchmarks/batch_throughput.py                     # 8 × 60 s, 1 and 2 workers
     python benchmarks/batch_throughput.py --workers 1,2,4 --files 16
@@ -46,6 +47,7 @@ def measure(inputs: list, *, workers: int, out_dir) -> dict:
             ready = time.perf_counter()
             outcomes = [outcome for _, outcome in batch.run(client, plan)]
             finished = time.perf_counter()
+            peak_rss_mb = max(client.run(_peak_rss_mb).values())
         batch.write_report()
     failed = [outcome.error for outcome in outcomes if outcome.error]
     if failed:
@@ -56,8 +58,16 @@ def measure(inputs: list, *, workers: int, out_dir) -> dict:
         "workers": workers, "files": len(outcomes), "audio_h": round(audio_h, 4), "seconds": round(seconds, 2),
         "cluster_start_s": round(ready - started, 2), "files_per_hour": round(len(outcomes) / seconds * 3600, 1),
         "audio_hours_per_hour": round(audio_h / seconds * 3600, 2), "load_average_1min_at_start": round(load, 2),
+        "worker_peak_rss_mb": round(peak_rss_mb),
         "archive_days": round(ARCHIVE_HOURS / (audio_h / seconds * 3600) / 24, 1),
     }
+
+
+def _peak_rss_mb() -> float:
+    """A worker process's peak resident memory (run on each worker)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main() -> None:
@@ -73,7 +83,8 @@ def main() -> None:
     _common.write_json(RESULT, {
         "command": _common.command_line(),
         "machine": _common.machine_info(threads=1),
-        "what": f"{args.files} files of {args.duration_s:g} s, bundled model, LocalCluster, one thread per worker",
+        "what": f"{args.files} files of {args.duration_s:g} s, bundled model, LocalCluster, "
+                "one thread per worker",
         "archive": {"tapes": ARCHIVE_TAPES, "audio_hours": ARCHIVE_HOURS,
                     "note": "archive_days: days for the whole archive at each row's audio hours per hour"},
         "rows": rows,

@@ -14,7 +14,7 @@ import os
 import sqlite3
 from pathlib import Path
 
-from cassette_denoise.batch.manifest import FLOOR_COLUMNS
+from cassette_denoise.batch.manifest import FLOOR_COLUMNS, STATUSES
 
 REPORT_FOLDER = "report"
 #: Less hiss-floor reduction than this (dB) suggests a tape the model hardly changed: very clean, or noise it
@@ -31,7 +31,8 @@ CSV_COLUMNS = ("input_path", "output_path", "status", "warnings", "error", "dura
                "clipped_samples", "peak_dbfs", *FLOOR_COLUMNS, "worker", "finished_utc")
 
 
-def warnings_for(*, clipped_samples: int, hum_hz: float | None, floors_before_db: dict, floors_after_db: dict) -> list[str]:
+def warnings_for(*, clipped_samples: int, hum_hz: float | None, floors_before_db: dict,
+                 floors_after_db: dict) -> list[str]:
     """The reasons to listen to a denoised tape, as short sentences."""
     found = []
     if clipped_samples:
@@ -91,13 +92,14 @@ _STYLE = ("body{font:13px sans-serif;margin:1em}table{border-collapse:collapse}t
 
 
 def _html(rows: list[sqlite3.Row], folder: Path) -> str:
-    counts = {status: sum(row["status"] == status for row in rows) for status in ("done", "failed", "queued", "running")}
+    counts = {status: sum(row["status"] == status for row in rows) for status in STATUSES}
     lines = [
         "<!doctype html><meta charset='utf-8'><title>cassette-denoise batch report</title>",
         f"<style>{_STYLE}</style><h1>Batch report</h1>",
         "<p>" + ", ".join(f"{count} {status}" for status, count in counts.items() if count) + ". Tapes that need a "
         "listen come first. Floors: each bin's level in its quietest tenth of the time, averaged over the band, "
-        "dB re full scale per bin, before → after. Thumbnails: before | after, log frequency up to the Nyquist frequency.</p>",
+        "dB re full scale per bin, before → after. Thumbnails: before | after, log frequency up to the Nyquist "
+        "frequency.</p>",
         "<table><tr><th>tape</th><th>status</th><th>warnings / error</th><th>duration</th><th>hum</th>"
         "<th>clipped</th><th>rumble floor</th><th>mid floor</th><th>hiss floor</th><th>spectrogram</th></tr>",
     ]
