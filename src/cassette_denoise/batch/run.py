@@ -12,6 +12,8 @@ import contextlib
 import fcntl
 import logging
 import os
+import signal
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -191,11 +193,31 @@ def connect(*, workers: int | None = None, scheduler: str | None = None) -> Iter
         return
     if workers is None or workers < 1:
         raise BatchError(f"--workers must be at least 1, got {workers}")
-    # Everything on the loopback interface: a local run opens no port to the network.
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address="127.0.0.1:0") as cluster, \
-            Client(cluster) as client:
+    with _workers_ignore_ctrl_c():
+        # Everything on the loopback interface: a local run opens no port to the network.
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                               dashboard_address="127.0.0.1:0")
+    with cluster, Client(cluster) as client:
         yield client
+
+
+@contextlib.contextmanager
+def _workers_ignore_ctrl_c() -> Iterator[None]:
+    """Start processes that ignore SIGINT.
+
+    Ctrl-C in a terminal reaches every process of the group. The worker processes should not die of it, each
+    with a traceback: this process catches it and shuts the cluster down. An ignored signal stays ignored in a
+    child (and Python then installs no handler of its own), so SIGINT is ignored while the children start; a
+    Ctrl-C in that second is lost.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _outcome(future, item: Pending) -> Outcome:
