@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import os
 import signal
 import sqlite3
@@ -20,6 +21,7 @@ import soundfile as sf
 from distributed import Client, LocalCluster
 
 from cassette_denoise.batch.manifest import MANIFEST_NAME
+from cassette_denoise.batch.report import listen_order, warnings_for
 from cassette_denoise.batch.stats import measure
 from cassette_denoise.cli import main
 
@@ -200,3 +202,17 @@ def test_measure_finds_the_hiss_floor_the_denoiser_lowers(tmp_path):
     floors = {path.stem: measure(path).floors_db for path in (quiet, loud)}
     # White noise 40 dB louder raises every band's floor by close to 40 dB where the music leaves gaps.
     assert floors["loud"]["hiss"] - floors["quiet"]["hiss"] == pytest.approx(40, abs=1.5)
+
+
+def test_report_warnings_and_the_listen_order():
+    floors = {"rumble": -60.0, "mid": -70.0}
+    quiet = warnings_for(clipped_samples=0, hum_hz=None, floors_before_db={**floors, "hiss": -85.0},
+                         floors_after_db={**floors, "hiss": -101.0})
+    assert quiet == []  # the real excerpt's floors: nothing to flag
+    loud = warnings_for(clipped_samples=12, hum_hz=50.0, floors_before_db={**floors, "hiss": -70.0},
+                        floors_after_db={**floors, "hiss": -71.0})
+    assert len(loud) == 4 and "12 samples clipped" in loud and "50 Hz hum removed" in loud
+    rows = [{"status": "done", "warnings": json.dumps(quiet), "hiss_floor_after_db": -101.0, "input_path": "a"},
+            {"status": "done", "warnings": json.dumps(loud), "hiss_floor_after_db": -71.0, "input_path": "b"},
+            {"status": "failed", "warnings": "[]", "hiss_floor_after_db": None, "input_path": "c"}]
+    assert [row["input_path"] for row in sorted(rows, key=listen_order)] == ["c", "b", "a"]

@@ -88,7 +88,8 @@ def _csv_value(row: sqlite3.Row, column: str) -> str:
 
 
 _STYLE = ("body{font:13px sans-serif;margin:1em}table{border-collapse:collapse}td,th{border-bottom:1px solid #ccc;"
-          "padding:3px 6px;text-align:left;vertical-align:middle}.failed{background:#fdd}.warn{background:#ffd}")
+          "padding:3px 6px;text-align:left;vertical-align:middle;white-space:nowrap}td:nth-child(3){white-space:normal}"
+          ".failed{background:#fdd}.warn{background:#ffd}")
 
 
 def _html(rows: list[sqlite3.Row], folder: Path) -> str:
