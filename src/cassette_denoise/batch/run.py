@@ -30,6 +30,8 @@ LOCK_NAME = ".manifest.lock"
 #: Tasks in flight per worker thread: enough that no worker waits for the next file, few enough that an
 #: interrupted run has little to put back.
 TASKS_PER_THREAD = 2
+#: How long a run waits for a first worker (a cluster's workers may still be starting).
+WORKER_WAIT_S = 120
 
 
 class BatchError(Exception):
@@ -147,8 +149,15 @@ class Batch:
 
     def _top_up(self, client, waiting: list[Pending], by_key: dict, flow) -> None:
         threads = sum(client.nthreads().values())
+        if threads == 0 and by_key:
+            return  # every worker is gone for now; what is in flight goes to the next one that joins
         if threads == 0:
-            raise BatchError(f"the cluster at {client.scheduler.address} has no workers")
+            try:
+                client.wait_for_workers(1, timeout=WORKER_WAIT_S)
+            except TimeoutError:
+                raise BatchError(f"no worker joined the cluster at {client.scheduler.address} "
+                                 f"within {WORKER_WAIT_S} s") from None
+            threads = sum(client.nthreads().values())
         while waiting and len(by_key) < TASKS_PER_THREAD * threads:
             item = waiting.pop()
             thumbnail = self.out_dir / REPORT_FOLDER / "thumbs" / f"{item.row_id:07d}.png"
