@@ -14,7 +14,7 @@ import logging
 import os
 import socket
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -73,9 +73,6 @@ class Outcome:
     floors_before_db: dict | None = None
     floors_after_db: dict | None = None
     thumbnail: str | None = None
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def denoise_task(task: Task) -> Outcome:
