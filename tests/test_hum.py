@@ -49,6 +49,16 @@ def test_a_note_on_a_mains_harmonic_for_a_few_seconds_is_not_hum():
     np.testing.assert_array_equal(_run(audio, block=RATE), audio)
 
 
+@pytest.mark.parametrize("mains_hz", [50.0, 60.0, None])
+def test_the_stage_reports_the_mains_frequency_it_took_out(mains_hz):
+    samples = 6 * RATE
+    audio = _music(samples, np.random.default_rng(4)) + (_hum(samples, mains_hz) if mains_hz else 0)
+    remover = HumRemover(channels=1, sample_rate=RATE)
+    remover.process(audio[None].astype(np.float32))
+    remover.finish()
+    assert remover.found_hz == mains_hz
+
+
 @pytest.mark.parametrize("block", [1000, 44100, 12 * 44100])
 def test_output_has_the_input_length_and_does_not_depend_on_the_block_size(block):
     samples = 12 * RATE + 123

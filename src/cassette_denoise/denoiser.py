@@ -79,6 +79,8 @@ class FileResult:
     peak_dbfs: float
     #: Samples beyond full scale that had to be clipped to fit an integer output format.
     clipped_samples: int
+    #: The mains frequency whose hum the hum stage took out (``None``: none, or the stage was off).
+    hum_hz: float | None = None
 
 
 class MaskTap(Protocol):
@@ -221,7 +223,7 @@ class Denoiser:
             # Info, not a warning: the count is in the result, and a command reports it in its own words.
             log.info("%s: %d samples above full scale (peak %+.2f dBFS) were clipped", destination, clipped, _dbfs(peak))
         return FileResult(
-            source, destination, info.duration_s, time.perf_counter() - started, _dbfs(peak), clipped,
+            source, destination, info.duration_s, time.perf_counter() - started, _dbfs(peak), clipped, stream.hum_hz,
         )
 
 
@@ -263,6 +265,11 @@ class DenoiseStream:
         tail = np.concatenate([self._core.process(tail), self._core.finish()], axis=1)
         head = self._from_model.process(tail)
         return np.concatenate([head, self._from_model.flush(total_out=self._samples_in)], axis=1)
+
+    @property
+    def hum_hz(self) -> float | None:
+        """The mains frequency whose hum the hum stage has taken out (see :attr:`HumRemover.found_hz`)."""
+        return None if self._hum is None else self._hum.found_hz
 
     def _dehum(self, block: np.ndarray) -> np.ndarray:
         return block if self._hum is None else self._hum.process(block)

@@ -94,14 +94,15 @@ def _steady(segment: np.ndarray, cosine: np.ndarray, sine: np.ndarray) -> np.nda
     return (turn < MAX_PHASE_TURN_RAD) & (np.abs(second) < 2 * np.abs(first)) & (np.abs(first) < 2 * np.abs(second))
 
 
-def held_hum(segments: list[_Segment], index: int, sample_rate: int) -> np.ndarray:
+def held_hum(segments: list[_Segment], index: int, sample_rate: int) -> tuple[np.ndarray, float | None]:
     """The hum to take out of ``segments[index]``, ``(channels, length)``: its fitted harmonics that held
-    over the neighbouring ``segments`` (zeros where none did)."""
+    over the neighbouring ``segments`` (zeros where none did), and the mains frequency they belong to
+    (``None`` where none did)."""
     segment = segments[index]
     neighbours = segments[max(0, index - HOLD_SEGMENTS): index + HOLD_SEGMENTS + 1]
     channels = segment.amplitudes[0].shape[0]
     if len(neighbours) < MIN_HOLD_SEGMENTS:
-        return np.zeros((channels, segment.length), np.float32)
+        return np.zeros((channels, segment.length), np.float32), None
     best, best_energy = None, 0.0
     for which, mains in enumerate(MAINS_HZ):
         held = np.mean([item.lines[which] for item in neighbours], axis=0) >= HOLD_FRACTION
@@ -112,13 +113,13 @@ def held_hum(segments: list[_Segment], index: int, sample_rate: int) -> np.ndarr
         if energy > best_energy:
             best, best_energy = (mains, amplitudes), energy
     if best is None:
-        return np.zeros((channels, segment.length), np.float32)
+        return np.zeros((channels, segment.length), np.float32), None
     mains, amplitudes = best
     frequencies = _harmonics(mains)
     local = amplitudes * np.exp(2j * np.pi * frequencies * (segment.start / sample_rate))
     cosine, sine = _phasors(mains, segment.length, sample_rate)
     # Re(a · e^{iωt}) = Re(a)·cos(ωt) + Im(a)·(−sin(ωt)).
-    return _dot(local.real.astype(np.float32), cosine) + _dot(local.imag.astype(np.float32), sine)
+    return _dot(local.real.astype(np.float32), cosine) + _dot(local.imag.astype(np.float32), sine), mains
 
 
 def _dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -197,6 +198,7 @@ class HumRemover:
         self._segments: list[_Segment] = []
         self._first_segment = 0
         self._decided = 0  # absolute index of the first segment whose hum is not yet in _hum
+        self._segments_with_hum = dict.fromkeys(MAINS_HZ, 0)
 
     def process(self, block: np.ndarray) -> np.ndarray:
         block = np.asarray(block, np.float64)
@@ -220,6 +222,12 @@ class HumRemover:
         return self._emit(self._total)
 
     @property
+    def found_hz(self) -> float | None:
+        """The mains frequency whose hum was taken out of the most segments so far; ``None`` if none was."""
+        mains, count = max(self._segments_with_hum.items(), key=lambda item: item[1])
+        return mains if count else None
+
+    @property
     def _analysed(self) -> int:
         return self._first_segment + len(self._segments)
 
@@ -232,8 +240,9 @@ class HumRemover:
         while self._decided < until:
             index = self._decided - self._first_segment
             offset = self._segments[index].start - self._start
-            hum = held_hum(self._segments, index, self.sample_rate)
-            if hum.any():  # in most segments of most tapes there is none; adding zeros changes no bit
+            hum, mains = held_hum(self._segments, index, self.sample_rate)
+            if mains is not None:  # in most segments of most tapes there is none; adding zeros changes no bit
+                self._segments_with_hum[mains] += 1
                 self._hum[:, offset: offset + self.segment] += hum * self._crossfade
             self._weight[offset: offset + self.segment] += self._crossfade
             self._decided += 1

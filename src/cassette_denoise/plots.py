@@ -117,3 +117,21 @@ def training_curves(rows: list[dict[str, float]]) -> Figure:
     score_ax.legend()
     figure.tight_layout()
     return figure
+
+
+def tape_thumbnail(before_db: np.ndarray, after_db: np.ndarray) -> Figure:
+    """A small before | after spectrogram for a report row.
+
+    Args:
+        before_db, after_db: ``(rows, columns)`` dB re full scale, rows on a log-frequency axis
+            (as :func:`cassette_denoise.batch.stats.measure` gives them); both share one colour scale.
+    """
+    figure = Figure(figsize=(3.2, 0.9))
+    FigureCanvasAgg(figure)
+    top = max(float(np.max(before_db)), float(np.max(after_db)), -DYNAMIC_RANGE_DB)
+    for position, (image, label) in enumerate(((before_db, "before"), (after_db, "after"))):
+        ax = figure.add_axes((position * 0.5 + 0.005, 0.0, 0.49, 1.0))
+        ax.imshow(image, origin="lower", aspect="auto", cmap=COLORMAP, vmin=top - DYNAMIC_RANGE_DB, vmax=top)
+        ax.text(0.02, 0.95, label, transform=ax.transAxes, color="white", fontsize=6, va="top")
+        ax.set_axis_off()
+    return figure

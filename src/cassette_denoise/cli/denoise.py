@@ -20,8 +20,6 @@ class Job:
 
 
 def register(subparsers) -> None:
-    from cassette_denoise.defaults import DEFAULT_STRENGTH_DB
-
     parser = subparsers.add_parser(
         "denoise", help="remove tape noise from audio files or folders",
         description="Denoise audio files (WAV, FLAC, OGG, MP3, ... at 8-192 kHz, 1-8 channels). Folders are "
@@ -32,6 +30,14 @@ def register(subparsers) -> None:
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("-o", "--output", help="output file (one input file only)")
     target.add_argument("--out-dir", help="output folder; input folders are mirrored inside it")
+    add_denoise_options(parser)
+    parser.set_defaults(run=run)
+
+
+def add_denoise_options(parser: argparse.ArgumentParser) -> None:
+    """The options that say how to denoise and whether to replace outputs (shared with ``batch``)."""
+    from cassette_denoise.defaults import DEFAULT_STRENGTH_DB
+
     parser.add_argument("--strength-db", type=float, default=DEFAULT_STRENGTH_DB,
                         help=f"maximum attenuation in dB; lower keeps more natural hiss (default {DEFAULT_STRENGTH_DB:g})")
     parser.add_argument("--keep-hum", action="store_true",
@@ -41,7 +47,6 @@ def register(subparsers) -> None:
                                           "Integer subtypes clip samples beyond full scale (reported); FLOAT keeps them")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--model", help="a .safetensors checkpoint (default: the bundled model)")
-    parser.set_defaults(run=run)
 
 
 def check_options(args: argparse.Namespace) -> None:
@@ -65,7 +70,7 @@ def check_options(args: argparse.Namespace) -> None:
             resolve_device(args.device)
         except ValueError as error:
             raise CommandError(str(error)) from None
-    target = Path(args.output) if args.output else None
+    target = Path(args.output) if getattr(args, "output", None) else None  # batch has only --out-dir
     if target is not None:
         if target.is_dir():
             raise CommandError(f"-o {target}: is a folder; give a file name, or use --out-dir for a folder")

@@ -1,0 +1,150 @@
+"""What a Dask worker runs: denoise one file, measure it before and after, draw its thumbnail.
+
+Tasks and outcomes are small frozen dataclasses of plain values, so they pickle cheaply and the same code runs
+on a LocalCluster's processes and on ``dask worker`` processes on other machines. Expected failures (an
+unreadable input, an unwritable output) come back as an outcome with the error text, not as an exception:
+Dask then never retries them, and keeps its retries for workers that die.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import socket
+import threading
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+_HASH_CHUNK_BYTES = 1 << 20
+# One model per worker process, loaded on its first task: a checkpoint costs far more to load than a short file
+# costs to denoise. Keyed by everything the Denoiser is built from; the lock covers workers with several threads.
+_DENOISERS: dict[tuple, object] = {}
+_DENOISERS_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How every file of a batch is denoised. ``model_path`` ``None`` is the bundled model."""
+
+    strength_db: float
+    remove_hum: bool
+    subtype: str | None
+    model_path: str | None
+    model_sha256: str
+    device: str = "auto"
+
+    def as_json(self) -> str:
+        """The settings that decide the output's samples (not the device or where the model lies)."""
+        return json.dumps({"strength_db": self.strength_db, "remove_hum": self.remove_hum,
+                           "subtype": self.subtype.upper() if self.subtype else None,
+                           "model_sha256": self.model_sha256}, sort_keys=True)
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.as_json().encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Task:
+    source: str
+    destination: str
+    thumbnail: str
+    settings: Settings
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A task's result; ``error`` is ``None`` when the output was written whole."""
+
+    source: str
+    error: str | None
+    worker: str
+    content_sha256: str | None = None
+    duration_s: float | None = None
+    seconds: float | None = None
+    hum_hz: float | None = None
+    clipped_samples: int | None = None
+    peak_dbfs: float | None = None
+    floors_before_db: dict | None = None
+    floors_after_db: dict | None = None
+    thumbnail: str | None = None
+
+
+def denoise_task(task: Task) -> Outcome:
+    """Denoise ``task.source`` into ``task.destination`` (atomically) and measure both; never raises for a bad
+    input or output, which comes back as the outcome's ``error``."""
+    from cassette_denoise.audio import AudioError
+    from cassette_denoise.batch.stats import measure
+
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+    try:
+        content = file_sha256(task.source)
+        Path(task.destination).parent.mkdir(parents=True, exist_ok=True)
+        result = _denoiser(task.settings).denoise_file(
+            task.source, task.destination, strength_db=task.settings.strength_db, subtype=task.settings.subtype,
+        )
+        before, after = measure(task.source), measure(task.destination)
+        thumbnail = _save_thumbnail(before, after, Path(task.thumbnail))
+    except (AudioError, OSError, ValueError) as error:
+        # AudioError messages already start with the file they are about.
+        message = str(error) if isinstance(error, AudioError) else f"{task.source}: {error}"
+        return Outcome(task.source, message, worker)
+    return Outcome(
+        task.source, None, worker, content_sha256=content, duration_s=result.duration_s, seconds=result.seconds,
+        hum_hz=result.hum_hz, clipped_samples=result.clipped_samples, peak_dbfs=result.peak_dbfs,
+        floors_before_db=before.floors_db, floors_after_db=after.floors_db, thumbnail=thumbnail,
+    )
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_HASH_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def model_sha256(model_path: str | None) -> str:
+    """SHA-256 of a checkpoint's weights file; ``None`` is the bundled model."""
+    if model_path is not None:
+        return file_sha256(model_path)
+    from cassette_denoise.denoiser import BUNDLED_MODEL
+
+    with resources.as_file(resources.files("cassette_denoise") / "weights" / f"{BUNDLED_MODEL}.safetensors") as path:
+        return file_sha256(path)
+
+
+def _denoiser(settings: Settings):
+    from cassette_denoise.denoiser import Denoiser
+
+    key = (settings.model_path, settings.model_sha256, settings.remove_hum, settings.device)
+    with _DENOISERS_LOCK:
+        if key not in _DENOISERS:
+            # Workers on other machines read the model from shared storage: check it is the one the batch hashed.
+            found = model_sha256(settings.model_path)
+            if found != settings.model_sha256:
+                raise ValueError(f"model {settings.model_path or 'bundled'} has SHA-256 {found[:12]} on this worker, "
+                                 f"the batch expects {settings.model_sha256[:12]}")
+            options = {"device": settings.device, "remove_hum": settings.remove_hum}
+            _DENOISERS[key] = (Denoiser.from_checkpoint(settings.model_path, **options) if settings.model_path
+                               else Denoiser.from_pretrained(**options))
+            log.info("worker %d loaded model %s", os.getpid(), settings.model_path or "bundled")
+        return _DENOISERS[key]
+
+
+def _save_thumbnail(before, after, path: Path) -> str:
+    """Draw before/after thumbnails into ``path`` (renamed into place whole); returns the path."""
+    from cassette_denoise.plots import tape_thumbnail
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure = tape_thumbnail(before.thumbnail_db, after.thumbnail_db)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    figure.savefig(partial, format="png", dpi=100)
+    os.replace(partial, path)
+    return str(path)
