@@ -20,7 +20,7 @@ import torch
 from _common import RESULTS_DIR, command_line, input_file, machine_info, write_json
 from cassette_denoise.audio import encode_wav
 from cassette_denoise.denoiser import Denoiser
-from cassette_denoise.serve import session
+from cassette_denoise.serve import tracks
 
 SETTINGS = ({"strength_db": 12.0, "remove_hum": True}, {"strength_db": 40.0, "remove_hum": False})
 
@@ -48,21 +48,21 @@ def main() -> None:
     source = input_file(args.duration_s)
     denoiser = Denoiser.from_pretrained(device="cpu")
     with tempfile.TemporaryDirectory() as folder:
-        file = session.FileSession("bench", source.name, Path(folder), ".wav")
+        file = tracks.Track("bench", source.name, Path(folder), ".wav")
         Path(folder, "input.wav").symlink_to(source)
         started = time.perf_counter()
-        session.analyse(file, denoiser)
+        tracks.analyse(file, denoiser)
         document["steps"].append({"step": "analyse (network pass, kept mask)", "median_s": time.perf_counter() - started})
         for setting in SETTINGS:
             middle = args.duration_s / 2
             steps = {
-                "first 15 s from the playhead": lambda: session.render_range(file, start_s=middle, end_s=middle + 15, **setting),
-                "whole file": lambda: session.render_range(file, start_s=0, end_s=args.duration_s, **setting),
-                "whole file as WAV": lambda: len(encode_wav(session.render_range(file, start_s=0, end_s=args.duration_s, **setting), 44100)),
-                "spectrograms before+after, whole file": lambda: [len(session.spectrogram(
+                "first 15 s from the playhead": lambda: tracks.render_range(file, start_s=middle, end_s=middle + 15, **setting),
+                "whole file": lambda: tracks.render_range(file, start_s=0, end_s=args.duration_s, **setting),
+                "whole file as WAV": lambda: len(encode_wav(tracks.render_range(file, start_s=0, end_s=args.duration_s, **setting), 44100)),
+                "spectrograms before+after, whole file": lambda: [len(tracks.spectrogram(
                     file, which=which, strength_db=setting["strength_db"], remove_hum=setting["remove_hum"],
                     start_s=0, end_s=args.duration_s)) for which in ("before", "after")],
-                "noise floor": lambda: session.noise_floor(file, **setting)["hiss_after_db"],
+                "noise floor": lambda: tracks.noise_floor(file, **setting)["hiss_after_db"],
             }
             for name, function in steps.items():
                 row = timed(function, args.repeats)

@@ -23,18 +23,18 @@ pytest.importorskip("fastapi")
 
 from cassette_denoise.denoiser import Denoiser  # noqa: E402
 from cassette_denoise.model import UNet, UNetConfig  # noqa: E402
-from cassette_denoise.serve import render, session  # noqa: E402
+from cassette_denoise.serve import render, tracks  # noqa: E402
 from cassette_denoise.serve.app import create_app, download_name  # noqa: E402
 
 CONSOLE_SCRIPT = Path(sys.executable).with_name("cassette-denoise")
 
 
-def analysed(tmp_path: Path, denoiser: Denoiser, audio: np.ndarray, sample_rate: int) -> session.FileSession:
+def analysed(tmp_path: Path, denoiser: Denoiser, audio: np.ndarray, sample_rate: int) -> tracks.Track:
     folder = tmp_path / "file"
     folder.mkdir()
-    file = session.FileSession("id", "take.wav", folder, ".wav")
+    file = tracks.Track("id", "take.wav", folder, ".wav")
     sf.write(file.input_path, audio.T, sample_rate, subtype="FLOAT")
-    session.analyse(file, denoiser)
+    tracks.analyse(file, denoiser)
     return file
 
 
@@ -42,7 +42,7 @@ def analysed(tmp_path: Path, denoiser: Denoiser, audio: np.ndarray, sample_rate:
 def test_the_kept_mask_re_renders_exactly_what_the_stream_outputs(random_model, strength_db):
     denoiser = Denoiser(random_model, device="cpu", remove_hum=True)
     audio = music_like(2, 70_000, 44100, seed=3)
-    recording = session.Recording()
+    recording = tracks.Recording()
     stream = denoiser.stream(channels=2, sample_rate=44100, strength_db=30.0, tap=recording)
     stream.process(audio[:, :40_000])
     stream.process(audio[:, 40_000:])
@@ -61,16 +61,16 @@ def test_a_range_at_another_rate_matches_the_denoised_file(tmp_path, random_mode
     audio = music_like(1, 48_000 * 3, 48_000, seed=4)
     file = analysed(tmp_path, denoiser, audio, 48_000)
     expected = denoiser.denoise(audio, 48_000, strength_db=18.0)
-    whole = session.render_range(file, strength_db=18.0, remove_hum=True, start_s=0.0, end_s=10.0)
+    whole = tracks.render_range(file, strength_db=18.0, remove_hum=True, start_s=0.0, end_s=10.0)
     np.testing.assert_allclose(whole, expected, atol=1e-5)
-    part = session.render_range(file, strength_db=18.0, remove_hum=True, start_s=1.25, end_s=2.0)
+    part = tracks.render_range(file, strength_db=18.0, remove_hum=True, start_s=1.25, end_s=2.0)
     assert part.shape == (1, 36_000)
     np.testing.assert_allclose(part, expected[:, 60_000:96_000], atol=1e-4)
 
 
 def test_strength_zero_without_the_hum_stage_gives_back_the_input(tmp_path, random_model):
     file = analysed(tmp_path, Denoiser(random_model, device="cpu"), music_like(2, 30_000, 44100), 44100)
-    out = session.render_range(file, strength_db=0.0, remove_hum=False, start_s=0.0, end_s=1.0)
+    out = tracks.render_range(file, strength_db=0.0, remove_hum=False, start_s=0.0, end_s=1.0)
     np.testing.assert_allclose(out, sf.read(file.input_path, dtype="float32")[0].T, atol=1e-5)
 
 
@@ -81,12 +81,12 @@ def test_the_spectrograms_share_one_scale_and_the_floor_follows_the_strength(tmp
     rng = np.random.default_rng(0)
     hiss = (0.01 * rng.standard_normal((1, 88_200))).astype(np.float32)
     file = analysed(tmp_path, Denoiser(silencer.eval(), device="cpu"), music_like(1, 88_200, 44100) + hiss, 44100)
-    mild = session.noise_floor(file, strength_db=3.0, remove_hum=True)
-    strong = session.noise_floor(file, strength_db=40.0, remove_hum=True)
+    mild = tracks.noise_floor(file, strength_db=3.0, remove_hum=True)
+    strong = tracks.noise_floor(file, strength_db=40.0, remove_hum=True)
     assert mild["hiss_before_db"] == strong["hiss_before_db"]
     assert mild["hiss_after_db"] == pytest.approx(mild["hiss_before_db"] - 3.0, abs=0.1)
     assert strong["hiss_after_db"] == pytest.approx(mild["hiss_before_db"] - 40.0, abs=0.1)
-    png = session.spectrogram(file, which="after", strength_db=30.0, remove_hum=True, start_s=0.5, end_s=1.0)
+    png = tracks.spectrogram(file, which="after", strength_db=30.0, remove_hum=True, start_s=0.5, end_s=1.0)
     assert png.startswith(b"\x89PNG")
     rows = render.row_bins()
     assert rows.shape[0] == render.SPECTROGRAM_ROWS and rows.min() == 0 and rows.max() == 511
@@ -94,14 +94,14 @@ def test_the_spectrograms_share_one_scale_and_the_floor_follows_the_strength(tmp
 
 
 def test_a_whole_file_render_stands_down_for_a_newer_one_and_previews_have_their_own_worker(tmp_path, random_model):
-    workspace = session.Workspace(Denoiser(random_model, device="cpu"), workers=1)
+    workspace = tracks.Workspace(Denoiser(random_model, device="cpu"), workers=1)
     try:
         file = analysed(tmp_path, workspace.denoisers[True], music_like(1, 44_100, 44100), 44100)
         settings = {"strength_db": 20.0, "remove_hum": True}
         pool, older = workspace.render_job(file, start_s=0.0, end_s=1e9, **settings)
         _, newer = workspace.render_job(file, start_s=0.0, end_s=1e9, **settings)
         assert pool is workspace.render_pool
-        with pytest.raises(session.Superseded):
+        with pytest.raises(tracks.Superseded):
             older()
         assert newer().shape == (1, 44_100)
         pool, preview = workspace.render_job(file, start_s=0.25, end_s=0.5, **settings)

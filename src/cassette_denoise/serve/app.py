@@ -1,4 +1,4 @@
-"""The web app: a static page plus a small JSON/audio API over a :class:`~session.Workspace`.
+"""The web app: a static page plus a small JSON/audio API over a :class:`~tracks.Workspace`.
 
 Routes (ids are random; a user's file name is never part of a path):
 
@@ -26,7 +26,7 @@ from starlette.requests import ClientDisconnect
 
 from cassette_denoise.audio import AudioError, encode_wav
 from cassette_denoise.denoiser import DEFAULT_STRENGTH_DB, Denoiser
-from cassette_denoise.serve import session as sessions
+from cassette_denoise.serve import tracks
 
 
 MAX_STRENGTH_DB = 60.0
@@ -45,7 +45,7 @@ def create_app(denoiser: Denoiser, *, max_upload_mb: float, workers: int) -> Fas
     """The app for ``denoiser`` (hum stage on); its private folder is removed when the app shuts down."""
     if max_upload_mb <= 0:
         raise ValueError(f"max_upload_mb must be positive, got {max_upload_mb}")
-    workspace = sessions.Workspace(denoiser, workers=workers)
+    workspace = tracks.Workspace(denoiser, workers=workers)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -65,22 +65,22 @@ def create_app(denoiser: Denoiser, *, max_upload_mb: float, workers: int) -> Fas
 router = APIRouter()
 
 
-def _workspace(request: Request) -> sessions.Workspace:
+def _workspace(request: Request) -> tracks.Workspace:
     return request.app.state.workspace
 
 
-def _file(request: Request, file_id: str) -> sessions.FileSession:
+def _file(request: Request, file_id: str) -> tracks.Track:
     try:
         return _workspace(request).get(file_id)
     except KeyError:
         raise HTTPException(404, f"no file with id {file_id!r}") from None
 
 
-def _ready(request: Request, file_id: str) -> sessions.FileSession:
-    session = _file(request, file_id)
-    if session.state != "done":
-        raise HTTPException(409, f"{session.name}: not ready ({session.state})")
-    return session
+def _ready(request: Request, file_id: str) -> tracks.Track:
+    track = _file(request, file_id)
+    if track.state != "done":
+        raise HTTPException(409, f"{track.name}: not ready ({track.state})")
+    return track
 
 
 async def _in_pool(pool, function, *args, **kwargs):
@@ -97,7 +97,7 @@ async def config(request: Request) -> dict:
     limits = request.app.state.limits
     return {"max_upload_mb": limits.max_upload_mb, "default_strength_db": DEFAULT_STRENGTH_DB,
             "max_strength_db": MAX_STRENGTH_DB, "workers": limits.workers,
-            "export_formats": ["original", *sessions.EXPORT_FORMATS]}
+            "export_formats": ["original", *tracks.EXPORT_FORMATS]}
 
 
 @router.post("/api/files")
@@ -109,23 +109,23 @@ async def upload(request: Request, name: str = Query(..., min_length=1, max_leng
     if declared.isdigit() and int(declared) > limit_bytes:
         raise HTTPException(413, _too_large(name, int(declared), max_upload_mb))
     workspace = _workspace(request)
-    session = workspace.new_file(name)
+    track = workspace.new_file(name)
     size = 0
     try:
-        with open(session.input_path, "wb") as handle:
+        with open(track.input_path, "wb") as handle:
             async for chunk in request.stream():
                 size += len(chunk)
                 if size > limit_bytes:
                     raise HTTPException(413, _too_large(name, size, max_upload_mb))
                 handle.write(chunk)
     except (HTTPException, ClientDisconnect, OSError):
-        workspace.discard(session)
+        workspace.discard(track)
         raise
     if size == 0:
-        workspace.discard(session)
+        workspace.discard(track)
         raise HTTPException(400, f"{name}: empty file")
-    workspace.start_analysis(session)
-    return session.summary()
+    workspace.start_analysis(track)
+    return track.summary()
 
 
 @router.get("/api/files/{file_id}")
@@ -147,30 +147,30 @@ async def before(request: Request, file_id: str) -> FileResponse:
 @router.get("/api/files/{file_id}/after.wav")
 async def after(request: Request, file_id: str, strength_db: float = Strength, hum: bool = True,
                 start_s: float = Query(0.0, ge=0.0), end_s: float = Query(1e9, ge=0.0)) -> Response:
-    session = _ready(request, file_id)
-    pool, job = _workspace(request).render_job(session, strength_db=strength_db, remove_hum=hum,
+    track = _ready(request, file_id)
+    pool, job = _workspace(request).render_job(track, strength_db=strength_db, remove_hum=hum,
                                                start_s=start_s, end_s=end_s)
     try:
         audio = await _in_pool(pool, job)
-    except sessions.Superseded as error:
+    except tracks.Superseded as error:
         raise HTTPException(409, str(error)) from None
-    return Response(encode_wav(audio, session.info.sample_rate), media_type="audio/wav")
+    return Response(encode_wav(audio, track.info.sample_rate), media_type="audio/wav")
 
 
 @router.get("/api/files/{file_id}/spectrogram.png")
 async def spectrogram(request: Request, file_id: str, which: str = Query(..., pattern="^(before|after)$"),
                       strength_db: float = Strength, hum: bool = True,
                       start_s: float = Query(0.0, ge=0.0), end_s: float = Query(1e9, ge=0.0)) -> Response:
-    session = _ready(request, file_id)
-    png = await _in_pool(_workspace(request).render_pool, sessions.spectrogram, session, which=which,
+    track = _ready(request, file_id)
+    png = await _in_pool(_workspace(request).render_pool, tracks.spectrogram, track, which=which,
                          strength_db=strength_db, remove_hum=hum, start_s=start_s, end_s=end_s)
     return Response(png, media_type="image/png")
 
 
 @router.get("/api/files/{file_id}/floor")
 async def floor(request: Request, file_id: str, strength_db: float = Strength, hum: bool = True) -> dict:
-    session = _ready(request, file_id)
-    return await _in_pool(_workspace(request).render_pool, sessions.noise_floor, session,
+    track = _ready(request, file_id)
+    return await _in_pool(_workspace(request).render_pool, tracks.noise_floor, track,
                           strength_db=strength_db, remove_hum=hum)
 
 
@@ -178,16 +178,16 @@ async def floor(request: Request, file_id: str, strength_db: float = Strength, h
 async def download(request: Request, file_id: str, strength_db: float = Strength, hum: bool = True,
                    format: str = "original") -> FileResponse:
     """The CLI's output for these settings; runs in the denoise queue like any other denoise."""
-    session = _ready(request, file_id)
+    track = _ready(request, file_id)
     workspace = _workspace(request)
     try:
-        path = await _in_pool(workspace.denoise_pool, sessions.export, session, workspace.denoisers[hum],
+        path = await _in_pool(workspace.denoise_pool, tracks.export, track, workspace.denoisers[hum],
                               strength_db=strength_db, format=format)
     except ValueError as error:
-        raise HTTPException(400, session.user_message(error)) from None
+        raise HTTPException(400, track.user_message(error)) from None
     except AudioError as error:
-        raise HTTPException(500, session.user_message(error)) from None
-    return FileResponse(path, filename=download_name(session.name, path.suffix),
+        raise HTTPException(500, track.user_message(error)) from None
+    return FileResponse(path, filename=download_name(track.name, path.suffix),
                         background=BackgroundTask(path.unlink, missing_ok=True))
 
 

@@ -71,7 +71,7 @@ class Recording:
 
 
 @dataclass
-class FileSession:
+class Track:
     """One uploaded file and what the model computed for it."""
 
     id: str
@@ -119,60 +119,60 @@ class FileSession:
         return self.audio_dehummed if remove_hum else self.audio_plain
 
 
-def analyse(session: FileSession, denoiser: Denoiser) -> None:
+def analyse(track: Track, denoiser: Denoiser) -> None:
     """Run the model over a file once, keeping its mask and the audio the mask applies to.
 
-    Also writes the "before" WAV. Updates ``session.progress`` block by block. The denoiser must
+    Also writes the "before" WAV. Updates ``track.progress`` block by block. The denoiser must
     have its hum stage on; the audio without it is kept as well, for the page's hum switch.
 
     Raises:
         AudioError: the upload is not audio the package can process.
     """
-    info = probe(session.input_path)
-    session.info = info
+    info = probe(track.input_path)
+    track.info = info
     recording = Recording()
     stream = denoiser.stream(channels=info.channels, sample_rate=info.sample_rate,
                              strength_db=DEFAULT_STRENGTH_DB, tap=recording)
     plain = Resampler(info.sample_rate, MODEL_SAMPLE_RATE, info.channels)
     plain_blocks, done = [], 0
-    with AtomicAudioWriter(session.before_path, sample_rate=info.sample_rate, channels=info.channels,
+    with AtomicAudioWriter(track.before_path, sample_rate=info.sample_rate, channels=info.channels,
                            subtype="PCM_16") as before:
         for block in iter_blocks(info, block_frames=BLOCK_FRAMES):
             before.write(np.clip(block, -1.0, 1.0))
             plain_blocks.append(plain.process(block))
             stream.process(block)
             done += block.shape[1]
-            session.progress = 0.99 * done / info.frames
+            track.progress = 0.99 * done / info.frames
     stream.finish()
     plain_blocks.append(plain.flush(total_out=output_length(info.frames, info.sample_rate, MODEL_SAMPLE_RATE)))
-    session.audio_plain = np.concatenate(plain_blocks, axis=1)
-    session.audio_dehummed = recording.audio()
+    track.audio_plain = np.concatenate(plain_blocks, axis=1)
+    track.audio_dehummed = recording.audio()
     exponent = mask_exponents(denoiser.mask_exponent, denoiser.treble_mask_exponent)
-    session.shaped_mask = render.shape_mask(recording.masks(), exponent=exponent)
+    track.shaped_mask = render.shape_mask(recording.masks(), exponent=exponent)
 
 
-def render_range(session: FileSession, *, strength_db: float, remove_hum: bool, start_s: float,
+def render_range(track: Track, *, strength_db: float, remove_hum: bool, start_s: float,
                  end_s: float) -> np.ndarray:
     """The output for ``[start_s, end_s)`` at the file's own rate, from the kept mask (no network).
 
     Returns:
         ``(channels, samples)`` float32; empty if the range lies outside the file.
     """
-    info = session.info
+    info = track.info
     first = int(np.clip(round(start_s * info.sample_rate), 0, info.frames))
     last = int(np.clip(round(end_s * info.sample_rate), first, info.frames))
     if last == first:
         return np.zeros((info.channels, 0), np.float32)
-    audio = session.model_audio(remove_hum=remove_hum)
+    audio = track.model_audio(remove_hum=remove_hum)
     ratio = MODEL_SAMPLE_RATE / info.sample_rate
     if ratio == 1:
-        return render.resynthesise(audio, session.shaped_mask, strength_db=strength_db, start=first, stop=last)
+        return render.resynthesise(audio, track.shaped_mask, strength_db=strength_db, start=first, stop=last)
     # The range starts on a sample that both rates share, so the resampled range lines up with the whole
     # file's resampling to the sample (a fraction of a sample off is audible as a comb in "removed").
     step = MODEL_SAMPLE_RATE // math.gcd(MODEL_SAMPLE_RATE, info.sample_rate)
     start = max(0, int(first * ratio) - RESAMPLE_MARGIN) // step * step
     stop = min(audio.shape[1], int(np.ceil(last * ratio)) + RESAMPLE_MARGIN)
-    segment = render.resynthesise(audio, session.shaped_mask, strength_db=strength_db, start=start, stop=stop)
+    segment = render.resynthesise(audio, track.shaped_mask, strength_db=strength_db, start=start, stop=stop)
     resampler = Resampler(MODEL_SAMPLE_RATE, info.sample_rate, info.channels)
     offset = start * info.sample_rate // MODEL_SAMPLE_RATE
     total = output_length(stop - start, MODEL_SAMPLE_RATE, info.sample_rate)
@@ -180,22 +180,22 @@ def render_range(session: FileSession, *, strength_db: float, remove_hum: bool, 
     return resampled[:, first - offset: last - offset]
 
 
-def spectrogram(session: FileSession, *, which: str, strength_db: float, remove_hum: bool, start_s: float,
+def spectrogram(track: Track, *, which: str, strength_db: float, remove_hum: bool, start_s: float,
                 end_s: float) -> bytes:
     """A PNG of the input (``which="before"``) or the output (``"after"``) over a time range."""
     if which not in ("before", "after"):
         raise ValueError(f"spectrogram must be of 'before' or 'after', got {which!r}")
-    audio = session.audio_plain if which == "before" else session.model_audio(remove_hum=remove_hum)
-    frames = render.column_frames(session.shaped_mask.shape[-1], start_s=start_s, end_s=end_s)
-    mask = session.shaped_mask if which == "after" else None
+    audio = track.audio_plain if which == "before" else track.model_audio(remove_hum=remove_hum)
+    frames = render.column_frames(track.shaped_mask.shape[-1], start_s=start_s, end_s=end_s)
+    mask = track.shaped_mask if which == "after" else None
     return render.spectrogram_png(render.levels_db(audio, mask, frames, strength_db=strength_db))
 
 
-def noise_floor(session: FileSession, *, strength_db: float, remove_hum: bool) -> dict:
+def noise_floor(track: Track, *, strength_db: float, remove_hum: bool) -> dict:
     """The noise floor per frequency before and after, and its level in the hiss band, JSON-ready."""
-    frames = render.floor_frames(session.shaped_mask.shape[-1])
-    before = render.noise_floor_db(render.levels_db(session.audio_plain, None, frames, strength_db=strength_db))
-    after = render.noise_floor_db(render.levels_db(session.model_audio(remove_hum=remove_hum), session.shaped_mask,
+    frames = render.floor_frames(track.shaped_mask.shape[-1])
+    before = render.noise_floor_db(render.levels_db(track.audio_plain, None, frames, strength_db=strength_db))
+    after = render.noise_floor_db(render.levels_db(track.model_audio(remove_hum=remove_hum), track.shaped_mask,
                                                    frames, strength_db=strength_db))
     step = render.SPECTROGRAM_BIN_STEP
     frequencies = render.spectral.bin_frequencies_hz(MODEL_SAMPLE_RATE).numpy()
@@ -208,13 +208,13 @@ def noise_floor(session: FileSession, *, strength_db: float, remove_hum: bool) -
     }
 
 
-def export(session: FileSession, denoiser: Denoiser, *, strength_db: float, format: str) -> Path:
+def export(track: Track, denoiser: Denoiser, *, strength_db: float, format: str) -> Path:
     """Denoise the upload exactly as ``cassette-denoise denoise`` does with the same settings; returns the file.
 
     ``format`` is ``"original"`` (the input's format and subtype) or a key of :data:`EXPORT_FORMATS`
     (keeping the input's subtype where that format can hold it).
     """
-    info = session.info
+    info = track.info
     if format == "original":
         container = info.format
     elif format in EXPORT_FORMATS:
@@ -222,8 +222,8 @@ def export(session: FileSession, denoiser: Denoiser, *, strength_db: float, form
     else:
         raise ValueError(f"format must be original or one of {sorted(EXPORT_FORMATS)}, got {format!r}")
     subtype = info.subtype if sf.check_format(container, info.subtype) else None
-    destination = session.folder / f"export-{uuid.uuid4().hex}{SUFFIXES[container]}"
-    denoiser.denoise_file(session.input_path, destination, strength_db=strength_db, subtype=subtype)
+    destination = track.folder / f"export-{uuid.uuid4().hex}{SUFFIXES[container]}"
+    denoiser.denoise_file(track.input_path, destination, strength_db=strength_db, subtype=subtype)
     return destination
 
 
@@ -245,60 +245,60 @@ class Workspace:
         self.denoise_pool = ThreadPoolExecutor(workers, thread_name_prefix="denoise")
         self.render_pool = ThreadPoolExecutor(1, thread_name_prefix="render")
         self.preview_pool = ThreadPoolExecutor(1, thread_name_prefix="preview")
-        self._files: dict[str, FileSession] = {}
+        self._files: dict[str, Track] = {}
         self._lock = threading.Lock()
 
-    def new_file(self, name: str) -> FileSession:
-        """A session with an empty folder; the caller writes the upload to its ``input_path``."""
+    def new_file(self, name: str) -> Track:
+        """A track with an empty folder; the caller writes the upload to its ``input_path``."""
         file_id = uuid.uuid4().hex
         folder = self.root / file_id
         folder.mkdir()
         suffix = Path(name).suffix.lower()
-        session = FileSession(file_id, name, folder, suffix if suffix in AUDIO_SUFFIXES else "")
+        track = Track(file_id, name, folder, suffix if suffix in AUDIO_SUFFIXES else "")
         with self._lock:
-            self._files[file_id] = session
-        return session
+            self._files[file_id] = track
+        return track
 
-    def get(self, file_id: str) -> FileSession:
+    def get(self, file_id: str) -> Track:
         """Raises ``KeyError`` for an unknown id."""
         with self._lock:
             return self._files[file_id]
 
-    def discard(self, session: FileSession) -> None:
+    def discard(self, track: Track) -> None:
         with self._lock:
-            self._files.pop(session.id, None)
-        shutil.rmtree(session.folder, ignore_errors=True)
+            self._files.pop(track.id, None)
+        shutil.rmtree(track.folder, ignore_errors=True)
 
-    def render_job(self, session: FileSession, *, start_s: float, end_s: float, **settings) -> tuple:
+    def render_job(self, track: Track, *, start_s: float, end_s: float, **settings) -> tuple:
         """The pool and the job that renders ``[start_s, end_s)``: a preview, or a whole-file render that
         stands down (raising :class:`Superseded`) if another was asked for before it started."""
         if end_s - start_s <= PREVIEW_MAX_S:
-            return self.preview_pool, lambda: render_range(session, start_s=start_s, end_s=end_s, **settings)
-        session.render_ticket += 1
-        ticket = session.render_ticket
+            return self.preview_pool, lambda: render_range(track, start_s=start_s, end_s=end_s, **settings)
+        track.render_ticket += 1
+        ticket = track.render_ticket
 
         def job() -> np.ndarray:
-            if ticket != session.render_ticket:
-                raise Superseded(f"{session.name}: a newer render was asked for")
-            return render_range(session, start_s=start_s, end_s=end_s, **settings)
+            if ticket != track.render_ticket:
+                raise Superseded(f"{track.name}: a newer render was asked for")
+            return render_range(track, start_s=start_s, end_s=end_s, **settings)
 
         return self.render_pool, job
 
-    def start_analysis(self, session: FileSession) -> Future:
-        """Queue the file's one network pass; its outcome lands in ``session.state``."""
+    def start_analysis(self, track: Track) -> Future:
+        """Queue the file's one network pass; its outcome lands in ``track.state``."""
         def job() -> None:
-            session.state = "running"
+            track.state = "running"
             try:
-                analyse(session, self.denoisers[True])
+                analyse(track, self.denoisers[True])
             except (AudioError, ValueError, OSError) as error:
-                session.state, session.error = "error", session.user_message(error)
-                log.info("%s: %s", session.name, session.error)
+                track.state, track.error = "error", track.user_message(error)
+                log.info("%s: %s", track.name, track.error)
                 return
             except Exception as error:  # the server keeps serving whatever one file does
-                session.state, session.error = "error", f"{session.name}: internal error ({error})"
-                log.exception("%s: analysis failed", session.name)
+                track.state, track.error = "error", f"{track.name}: internal error ({error})"
+                log.exception("%s: analysis failed", track.name)
                 return
-            session.progress, session.state = 1.0, "done"
+            track.progress, track.state = 1.0, "done"
 
         return self.denoise_pool.submit(job)
 
