@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 
 import numpy as np
 import pytest
@@ -11,21 +10,7 @@ from cassette_denoise.corpus import levels, render
 from cassette_denoise.audio import MODEL_SAMPLE_RATE, probe, read_audio, write_audio
 from cassette_denoise.corpus.levels import PEAK_DBFS_RANGE
 
-try:
-    import music21
-except ImportError:  # the [train] extra; tests of the user's own music run without it
-    music21 = None
-
-needs_music21 = pytest.mark.skipif(music21 is None, reason="needs music21 (pip install 'cassette-denoise[train]')")
-
-needs_fluidsynth = pytest.mark.skipif(
-    shutil.which("fluidsynth") is None or not render.DEFAULT_SOUNDFONT.is_file(),
-    reason="needs the fluidsynth program and the FluidR3 sound font (apt install fluidsynth fluid-soundfont-gm)",
-)
-
-
-def peak_dbfs(audio: np.ndarray) -> float:
-    return 20 * np.log10(np.abs(audio).max())
+from corpus_fixtures import music21, needs_music21, needs_fluidsynth, peak_dbfs
 
 
 @needs_music21
