@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         sections.append(synthetic_tables(quality))
     if quality and "real" in quality:
         sections.append(real_table(quality))
-    if generalisation and "summary" in generalisation:
+    if generalisation and ("summary" in generalisation or "quiet_passages" in generalisation):
         sections.append(generalisation_tables(generalisation))
     if len(sections) == 1:
         print(f"tables.py: error: no speed.json, quality.json or generalisation.json in {args.results}",
@@ -269,7 +269,7 @@ def real_table(document: dict) -> str:
 
 def generalisation_tables(document: dict) -> str:
     """SI-SDR improvement and LSDf80 per held-out family × input SNR, and the quiet 1-5 kHz band."""
-    summary = document["summary"]
+    summary = document.get("summary", [])
     methods = list(dict.fromkeys(entry["method"] for entry in summary))
     cells = {(entry["family"], entry["snr_db"], entry["method"]): entry for entry in summary}
     families = list(dict.fromkeys(entry["family"] for entry in summary))
@@ -281,7 +281,7 @@ def generalisation_tables(document: dict) -> str:
         "excerpts. Families: " + "; ".join(f"`{name}`: {text}" for name, text in document["families"].items())
         + "." + _models_line(document),
     ]
-    for key, title, form in QUALITY_METRICS[:2]:
+    for key, title, form in QUALITY_METRICS[:2] if summary else ():
         header = ["family", "input SNR", "input SI-SDR" if key == "si_sdr_improvement_db" else "input", *methods[1:]]
         rows = []
         for family, snr in keys:
@@ -293,7 +293,7 @@ def generalisation_tables(document: dict) -> str:
                 row.append(DASH if value is None else (form if value_key == key else "{:.2f}").format(value))
             rows.append(row)
         lines += ["", f"{title}:", "", *_markdown(header, rows)]
-    quiet_families = [family for family in families if family == "falling-tape"] or families[:1]
+    quiet_families = [family for family in families if family == "falling-tape"]
     for family in quiet_families:
         header = ["input SNR", "music dBFS", "noise dBFS", *methods[1:]]
         rows = []
@@ -308,7 +308,25 @@ def generalisation_tables(document: dict) -> str:
         lines += ["", f"`{family}`: 1-5 kHz in the quietest 30 % of frames, the music's and the input noise's "
                   "band level and how far each method brings the error (output − clean) below that noise, dB "
                   "(higher is better):", "", *_markdown(header, rows)]
+    if "quiet_passages" in document:
+        lines += ["", *quiet_passages_table(document["quiet_passages"])]
     return "\n".join(lines)
+
+
+def quiet_passages_table(part: dict) -> list[str]:
+    header = ["method", "SI-SDR improvement dB", "1-5 kHz error dBFS", "reduction dB"]
+    first = part["summary"][0]["quiet_band"]
+    rows = [[entry["method"], DASH if entry.get("si_sdr_improvement_db") is None else
+             f"{entry['si_sdr_improvement_db']:+.2f}",
+             DASH if not entry.get("quiet_band") else f"{entry['quiet_band']['error_dbfs']:.1f}",
+             DASH if not entry.get("quiet_band") else f"{entry['quiet_band']['reduction_db']:+.1f}"]
+            for entry in part["summary"] if entry["method"] != "input"]
+    snrs = part["input_snr_db"]
+    return [f"Quiet passages: `{part['family']}` noise scaled so that in the quietest 30 % of frames its 1-5 kHz band "
+            f"({first['noise_dbfs']:.1f} dBFS) stands {part['noise_over_music_db']:g} dB above the music's "
+            f"({first['music_dbfs']:.1f} dBFS), input SNR {min(snrs):.1f} to {max(snrs):.1f} dB; the output's "
+            "error (output − clean) in that band, and how far it lies below the input noise:", "",
+            *_markdown(header, rows)]
 
 
 def _models_line(document: dict) -> str:
