@@ -87,3 +87,16 @@ def test_noise_floor_channel_is_a_per_bin_low_quantile_constant_over_time():
     assert torch.all(floor[:, 100, 0] > floor[:, 99, 0])
     # Order of frames does not matter; a stationary bin's floor does not depend on the frame count.
     assert torch.equal(spectral.features(magnitude.flip(-1), noise_floor=True)[:, 1], floor)
+
+
+def test_a_given_noise_floor_replaces_the_tiles_own_and_must_have_one_value_per_bin():
+    generator = torch.Generator().manual_seed(1)
+    magnitude = torch.rand(2, spectral.BINS, 64, generator=generator)
+    own = spectral.features(magnitude, noise_floor=True)
+    assert torch.equal(spectral.features(magnitude, noise_floor=True, floor=spectral.noise_floor(magnitude)), own)
+    quieter = spectral.noise_floor(magnitude[0] * 0.01)  # (BINS,): one floor for every example
+    given = spectral.features(magnitude, noise_floor=True, floor=quieter)
+    assert torch.equal(given[:, 0], own[:, 0])
+    assert torch.equal(given[:, 1], quieter[:, None].expand(2, spectral.BINS, 64))
+    with pytest.raises(ValueError, match=r"one value per bin \(512\), got \(100,\)"):
+        spectral.features(magnitude, noise_floor=True, floor=torch.zeros(100))

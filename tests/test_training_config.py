@@ -84,3 +84,9 @@ def test_the_loader_reads_a_sidecar_that_names_the_retired_coherence_input(tmp_p
 def test_the_smoke_config_is_small():
     smoke = TrainConfig.from_toml(CONFIGS / "smoke.toml")
     assert smoke.max_steps <= 10 and smoke.model.base_width <= 4 and smoke.device == "cpu"
+
+
+def test_floor_from_noise_examples_must_fit_in_a_batch():
+    with pytest.raises(ValueError, match=r"floor_from_noise_examples must be between 0 and batch_size \(8\), got 9"):
+        TrainConfig(floor_from_noise_examples=9)
+    assert TrainConfig(floor_from_noise_examples=8).floor_from_noise_examples == 8

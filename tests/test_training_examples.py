@@ -176,7 +176,23 @@ def test_every_pair_probability_outside_zero_to_one_is_refused_with_its_name_and
 
 
 @pytest.mark.parametrize("name", ["recorded_noise_snr_db", "noise_snr_db", "empty_bins_below_db",
-                                  "noise_follows_treble_db"])
+                                  "noise_follows_treble_db", "noise_family_snr_db"])
 def test_every_reversed_range_is_refused_with_its_name_and_value(name):
     with pytest.raises(ValueError, match=rf"{name} must be .*\(80.0, 50.0\)"):
         PairConfig(**{name: (80.0, 50.0)})
+
+
+def test_family_examples_are_the_clean_music_plus_a_family_noise_at_the_drawn_ratio(sources):
+    config = PairConfig(preset="good-deck-type-ii", noise_family_probability=1.0, noise_family=("brown", "whine"),
+                        noise_family_snr_db=(12.0, 12.0))
+    noisy, target = fixed_examples(sources, config=config, frames=64, count=4, seed=0)
+    snr_db = 10 * torch.log10(target.pow(2).mean(-1) / (noisy - target).pow(2).mean(-1))
+    torch.testing.assert_close(snr_db, torch.full((4,), 12.0), atol=0.01, rtol=0)
+    again, again_target = fixed_examples(sources, config=config, frames=64, count=4, seed=0)
+    assert torch.equal(noisy, again) and torch.equal(target, again_target)
+    assert not torch.equal(noisy, fixed_examples(sources, config=config, frames=64, count=4, seed=1)[0])
+
+
+def test_unknown_noise_families_are_refused_with_the_value():
+    with pytest.raises(ValueError, match="noise_family must name .*'hiss'"):
+        PairConfig(noise_family=("white", "hiss"))

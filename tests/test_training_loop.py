@@ -50,6 +50,19 @@ def test_spectra_batch_measures_the_floor_over_the_context_then_crops_the_centre
     torch.testing.assert_close(cropped, full[..., 16:48])
 
 
+def test_the_first_examples_of_a_batch_can_take_their_floor_from_their_noise_alone():
+    samples = 63 * spectral.HOP + spectral.N_FFT
+    generator = torch.Generator().manual_seed(0)
+    target = torch.randn(3, samples, generator=generator)
+    noisy = target + 0.01 * torch.randn(3, samples, generator=generator)
+    own, noisy_spectrum, target_spectrum = spectra_batch(noisy, target, noise_floor=True)
+    mixed, _, _ = spectra_batch(noisy, target, noise_floor=True, floor_from_noise_examples=2)
+    noise_floor = spectral.noise_floor((noisy_spectrum - target_spectrum)[:, 0].abs())
+    torch.testing.assert_close(mixed[:2, 1, :, 0], noise_floor[:2])
+    assert torch.equal(mixed[2], own[2]) and torch.equal(mixed[:, 0], own[:, 0])
+    assert torch.all(mixed[:2, 1] < own[:2, 1])  # the noise alone sits far under noisy music
+
+
 def test_training_writes_checkpoints_log_and_curve_reports_each_step_and_resumes(music_folder, tmp_path):
     steps, validations = [], []
     state = train(tiny_config(music_folder, tmp_path / "run"), on_step=lambda step, loss: steps.append(step),

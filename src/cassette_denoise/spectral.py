@@ -103,25 +103,50 @@ def to_features(magnitude: torch.Tensor) -> torch.Tensor:
 NOISE_FLOOR_QUANTILE = 0.1
 
 
-def features(magnitude: torch.Tensor, *, noise_floor: bool) -> torch.Tensor:
+def noise_floor(magnitude: torch.Tensor) -> torch.Tensor:
+    """Each bin's :data:`NOISE_FLOOR_QUANTILE` quantile of :func:`to_features` over all frames.
+
+    Over a tile of noisy music it is the level a mask must take out; over a clip of the tape's noise
+    alone (a lead-in, a pause) it is that noise's own floor.
+
+    Args:
+        magnitude: ``(..., BINS, frames)``.
+    Returns:
+        ``(..., BINS)`` in feature units.
+    """
+    return _floor_of_features(to_features(magnitude))
+
+
+def _floor_of_features(scaled: torch.Tensor) -> torch.Tensor:
+    """``(..., BINS, frames)`` features -> each bin's :data:`NOISE_FLOOR_QUANTILE` quantile, ``(..., BINS)``."""
+    rank = max(1, round(NOISE_FLOOR_QUANTILE * scaled.shape[-1]))
+    return scaled.kthvalue(rank, dim=-1).values
+
+
+def features(magnitude: torch.Tensor, *, noise_floor: bool, floor: torch.Tensor | None = None) -> torch.Tensor:
     """The model's input channels for a magnitude spectrogram: the one place, for training and
     inference alike, that turns spectra into what the network sees.
 
-    Channel 0 is :func:`to_features`. With ``noise_floor``, the next channel holds each bin's
-    :data:`NOISE_FLOOR_QUANTILE` quantile of those features over all ``frames``, repeated over time:
-    the level a mask must take out, which the model cannot see from a few frames of dense music.
-    The quantile spans the whole input, so callers pass exactly the frames of one tile.
+    Channel 0 is :func:`to_features`. With ``noise_floor``, the next channel holds each bin's noise
+    floor repeated over time: the level a mask must take out, which the model cannot see from a few
+    frames of dense music. It is ``floor`` when given (measured on the tape's noise alone, see
+    :func:`noise_floor`), else the floor of these frames themselves, so callers pass exactly the
+    frames of one tile.
 
     Args:
         magnitude: ``(batch, BINS, frames)``.
+        floor: ``(BINS,)`` or ``(batch, BINS)`` in feature units.
     Returns:
         ``(batch, 1 + noise_floor, BINS, frames)``.
     """
     scaled = to_features(magnitude)
     channels = [scaled]
     if noise_floor:
-        rank = max(1, round(NOISE_FLOOR_QUANTILE * scaled.shape[-1]))
-        channels.append(scaled.kthvalue(rank, dim=-1, keepdim=True).values.expand_as(scaled))
+        if floor is None:
+            floor = _floor_of_features(scaled)
+        elif floor.shape[-1] != scaled.shape[-2]:
+            raise ValueError(f"a noise floor needs one value per bin ({scaled.shape[-2]}), got {tuple(floor.shape)}")
+        channels.append(floor.to(scaled).unsqueeze(-1).expand_as(scaled))
     return torch.stack(channels, dim=1)
 
 

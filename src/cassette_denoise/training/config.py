@@ -35,6 +35,9 @@ class TrainConfig:
     model: UNetConfig = RECIPE_MODEL
     pairs: PairConfig = PairConfig()
     batch_size: int = 8
+    #: Examples of each batch whose noise-floor channel is measured on their noise alone, as when a user
+    #: names a noise sample (``--noise-sample``), instead of on the noisy music; the rest use the tile's own.
+    floor_from_noise_examples: int = 0
     #: Frames of each example the loss sees: 128 frames are 1.5 s; the network is fully convolutional
     #: and infers on 512-frame tiles.
     crop_frames: int = 128
@@ -74,6 +77,9 @@ class TrainConfig:
         for name in ("crop_frames", "context_frames", "validation_crop_frames"):
             if getattr(self, name) % multiple:
                 raise ValueError(f"{name} must be a multiple of {multiple}, got {getattr(self, name)}")
+        if not 0 <= self.floor_from_noise_examples <= self.batch_size:
+            raise ValueError(f"floor_from_noise_examples must be between 0 and batch_size ({self.batch_size}), "
+                             f"got {self.floor_from_noise_examples}")
         if self.context_frames < self.crop_frames:
             raise ValueError(f"context_frames ({self.context_frames}) must be at least crop_frames ({self.crop_frames})")
         if not 0.0 <= self.weight_average_decay < 1.0:

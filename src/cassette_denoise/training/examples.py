@@ -22,6 +22,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from cassette_denoise import spectral
 from cassette_denoise.audio import MODEL_SAMPLE_RATE, AudioError, probe, read_excerpt, read_resampled
 from cassette_denoise.simulate import PRESETS, ModulationSidebands, apply_cassette, sample_cassette
+from cassette_denoise.simulate.families import FAMILIES, family_noise, sample_family
 from cassette_denoise.simulate._dsp import (
     block_level_dbfs,
     block_size,
@@ -72,6 +73,14 @@ class PairConfig:
     #: edge comes and goes with every hi-hat, so its level alone does not say it is noise.
     noise_follows_treble_probability: float = 0.0
     noise_follows_treble_db: tuple[float, float] = (2.0, 8.0)
+    #: Share of examples whose noise comes from a noise family (:mod:`cassette_denoise.simulate.families`)
+    #: instead of the simulator, over the clean music itself, at a music-to-noise ratio in
+    #: ``noise_family_snr_db``: floors of every colour, off-speed hum, whines, rumble and modulation
+    #: noise, so that the model does not learn one deck's noise.
+    noise_family_probability: float = 0.0
+    #: The family, or several drawn with equal probability (names of ``FAMILIES``).
+    noise_family: str | tuple[str, ...] = "broad"
+    noise_family_snr_db: tuple[float, float] = (0.0, 40.0)
 
     def __post_init__(self):
         names = (self.preset,) if isinstance(self.preset, str) else self.preset
@@ -82,7 +91,12 @@ class PairConfig:
             value = getattr(self, field.name)
             if field.name.endswith("_probability") and not 0.0 <= value <= 1.0:
                 raise ValueError(f"{field.name} must be in [0, 1], got {value}")
-        for name in ("recorded_noise_snr_db", "noise_snr_db", "empty_bins_below_db", "noise_follows_treble_db"):
+        families = (self.noise_family,) if isinstance(self.noise_family, str) else self.noise_family
+        unknown = [name for name in families if name not in FAMILIES]
+        if not families or unknown:
+            raise ValueError(f"noise_family must name one or more of {', '.join(FAMILIES)}; got {self.noise_family!r}")
+        for name in ("recorded_noise_snr_db", "noise_snr_db", "empty_bins_below_db", "noise_follows_treble_db",
+                     "noise_family_snr_db"):
             low, high = getattr(self, name)
             if not low <= high:
                 raise ValueError(f"{name} must be (low, high) with low <= high, got {(low, high)}")
@@ -143,6 +157,9 @@ def make_example(sources: list[Source], noises: list[np.ndarray], config: PairCo
     clean = clean.mean(axis=0, keepdims=True) if choice == clean.shape[0] else clean[choice: choice + 1]
     if config.empty_bins_probability and rng.random() < config.empty_bins_probability:
         clean = empty_quiet_bins(clean, below_db=rng.uniform(*config.empty_bins_below_db))
+    crop = slice(MARGIN_SAMPLES, MARGIN_SAMPLES + samples)
+    if config.noise_family_probability and rng.random() < config.noise_family_probability:
+        return family_example(clean[:, crop], config, rng)
     # A single preset draws nothing here, so its examples do not depend on how many presets exist.
     preset = config.preset if isinstance(config.preset, str) else config.preset[int(rng.integers(len(config.preset)))]
     tape = sample_cassette(rng, preset)
@@ -155,12 +172,21 @@ def make_example(sources: list[Source], noises: list[np.ndarray], config: PairCo
         noisy = noisy + noise * np.float32(snr_gain(target, noise, snr_db=rng.uniform(*config.recorded_noise_snr_db)))
     if config.noise_follows_treble_probability and rng.random() < config.noise_follows_treble_probability:
         noisy = target + noise_following_treble(noisy - target, target, rise_db=rng.uniform(*config.noise_follows_treble_db))
-    crop = slice(MARGIN_SAMPLES, MARGIN_SAMPLES + samples)
     if config.noise_snr_probability and rng.random() < config.noise_snr_probability:
         # The ratio is set over the crop the model sees; the margins follow with the same gain.
         gain = snr_gain(target[:, crop], noisy[:, crop] - target[:, crop], snr_db=rng.uniform(*config.noise_snr_db))
         noisy = target + (noisy - target) * np.float32(gain)
     return noisy[0, crop].astype(np.float32), target[0, crop].astype(np.float32)
+
+
+def family_example(clean: np.ndarray, config: PairConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``clean`` ``(1, samples)`` plus the noise of a drawn family at a drawn ratio: ``(noisy, target)``,
+    each float32 ``(samples,)``. The music itself is the target: the family's noise is all there is to take out."""
+    names = config.noise_family
+    family = names if isinstance(names, str) else names[int(rng.integers(len(names)))]
+    noise = family_noise(clean, MODEL_SAMPLE_RATE, sample_family(rng, family))
+    gain = snr_gain(clean, noise, snr_db=rng.uniform(*config.noise_family_snr_db))
+    return (clean + noise * np.float32(gain))[0].astype(np.float32), clean[0].astype(np.float32)
 
 
 def snr_gain(music: np.ndarray, noise: np.ndarray, *, snr_db: float) -> float:

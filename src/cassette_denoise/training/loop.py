@@ -98,16 +98,22 @@ def learning_rate_at(step: int, config: TrainConfig) -> float:
     return config.final_learning_rate + (config.learning_rate - config.final_learning_rate) * cosine
 
 
-def spectra_batch(noisy: torch.Tensor, target: torch.Tensor, *, noise_floor: bool,
-                  crop_frames: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def spectra_batch(noisy: torch.Tensor, target: torch.Tensor, *, noise_floor: bool, crop_frames: int | None = None,
+                  floor_from_noise_examples: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Waveforms ``(batch, samples)`` -> model input ``(batch, 1 + noise_floor, BINS, frames)`` and the noisy
     and target complex STFTs ``(batch, 1, BINS, frames)`` (what :func:`spectral_loss` takes).
 
     The input is computed over every frame (so a noise floor sees the whole context), then all three are
-    cut to the centre ``crop_frames`` frames when given.
+    cut to the centre ``crop_frames`` frames when given. The first ``floor_from_noise_examples`` examples
+    take their noise floor from their noise alone (``noisy - target``).
     """
     noisy_spectrum, target_spectrum = spectral.stft(noisy).unsqueeze(1), spectral.stft(target).unsqueeze(1)
-    features = spectral.features(noisy_spectrum[:, 0].abs(), noise_floor=noise_floor)
+    floor = None
+    if noise_floor and floor_from_noise_examples:
+        floor = spectral.noise_floor(noisy_spectrum[:, 0].abs())
+        given = slice(0, floor_from_noise_examples)
+        floor[given] = spectral.noise_floor((noisy_spectrum[given, 0] - target_spectrum[given, 0]).abs())
+    features = spectral.features(noisy_spectrum[:, 0].abs(), noise_floor=noise_floor, floor=floor)
     if crop_frames is not None and crop_frames < features.shape[-1]:
         first = (features.shape[-1] - crop_frames) // 2
         window = slice(first, first + crop_frames)
@@ -214,7 +220,8 @@ def _step(trainable: torch.nn.Module, run: _Run, noisy: torch.Tensor, target: to
     config = run.config
     trainable.train()
     features, noisy_spectrum, target_spectrum = spectra_batch(
-        noisy, target, noise_floor=config.model.noise_floor_input, crop_frames=config.crop_frames)
+        noisy, target, noise_floor=config.model.noise_floor_input, crop_frames=config.crop_frames,
+        floor_from_noise_examples=config.floor_from_noise_examples)
     for group in run.optimizer.param_groups:
         group["lr"] = rate
     logits = trainable(features, logits=True)
