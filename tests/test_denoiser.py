@@ -96,6 +96,8 @@ def test_a_noise_floor_model_streams_identically_and_loads_back(tmp_path):
     pieces = [stream.process(audio[:, s: s + 30_001]) for s in range(0, audio.shape[1], 30_001)]
     np.testing.assert_array_equal(np.concatenate([*pieces, stream.finish()], axis=1), whole)
     assert not np.allclose(whole, audio, atol=1e-3)  # the random model does change the audio
+    # from_pretrained takes a path as well: a user's own model is loaded exactly like this one.
+    np.testing.assert_array_equal(Denoiser.from_pretrained(path, device="cpu").denoise(audio, 44100), whole)
 
 
 def test_mask_exponent_comes_from_the_sidecar_and_keeps_a_full_mask_whole(tmp_path, random_model, pass_through_model):

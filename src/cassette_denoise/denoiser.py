@@ -131,11 +131,14 @@ class Denoiser:
             raise ValueError(f"tile of {TILE_FRAMES} frames does not fit a {model.config.levels}-level U-Net")
 
     @classmethod
-    def from_pretrained(cls, **options) -> "Denoiser":
-        """The model bundled inside the package (no download); ``options`` as for the constructor."""
-        weights = resources.files("cassette_denoise") / "weights" / f"{BUNDLED_MODEL}.safetensors"
-        with resources.as_file(weights) as path:
+    def from_pretrained(cls, path: str | Path | None = None, **options) -> "Denoiser":
+        """The model bundled inside the package (no download), or the checkpoint at ``path`` (a model
+        that ``cassette-denoise adapt`` or ``train`` wrote); ``options`` as for the constructor."""
+        if path is not None:
             return cls.from_checkpoint(path, **options)
+        weights = resources.files("cassette_denoise") / "weights" / f"{BUNDLED_MODEL}.safetensors"
+        with resources.as_file(weights) as bundled:
+            return cls.from_checkpoint(bundled, **options)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, **options) -> "Denoiser":

@@ -94,7 +94,7 @@ def our_methods(*, strengths_db: Sequence[float] | None = None, model_path: str 
     try:
         from cassette_denoise.denoiser import DEFAULT_STRENGTH_DB, Denoiser
 
-        denoiser = Denoiser.from_checkpoint(model_path) if model_path else Denoiser.from_pretrained()
+        denoiser = Denoiser.from_pretrained(model_path)
     except Exception as error:  # a missing or broken model must not stop the other scores
         log.warning("our model is unavailable: %s", error)
         return [Skipped("ours", f"model unavailable ({type(error).__name__}: {error})")]

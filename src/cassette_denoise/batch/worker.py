@@ -132,8 +132,7 @@ def _denoiser(settings: Settings):
                 raise ValueError(f"model {settings.model_path or 'bundled'} has SHA-256 {found[:12]} on this worker, "
                                  f"the batch expects {settings.model_sha256[:12]}")
             options = {"device": settings.device, "remove_hum": settings.remove_hum}
-            _DENOISERS[key] = (Denoiser.from_checkpoint(settings.model_path, **options) if settings.model_path
-                               else Denoiser.from_pretrained(**options))
+            _DENOISERS[key] = Denoiser.from_pretrained(settings.model_path or None, **options)
             log.info("worker %d loaded model %s", os.getpid(), settings.model_path or "bundled")
         return _DENOISERS[key]
 

@@ -178,7 +178,7 @@ def _load_denoiser(args: argparse.Namespace):
 
     options = {"device": args.device, "remove_hum": not args.keep_hum}
     try:
-        return Denoiser.from_checkpoint(args.model, **options) if args.model else Denoiser.from_pretrained(**options)
+        return Denoiser.from_pretrained(args.model, **options)
     except CheckpointError as error:
         raise CommandError(f"--model: {error}") from None
 

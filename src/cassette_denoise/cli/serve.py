@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     # One denoise per core: each worker's network gets its share of the cores, not all of them.
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
     options = {"device": args.device}
-    denoiser = Denoiser.from_checkpoint(args.model, **options) if args.model else Denoiser.from_pretrained(**options)
+    denoiser = Denoiser.from_pretrained(args.model, **options)
     app = create_app(denoiser, max_upload_mb=args.max_upload_mb, workers=workers)
     host = f"[{args.host}]" if ":" in args.host else args.host
     url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else host}:{args.port}/"
