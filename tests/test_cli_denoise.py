@@ -250,6 +250,14 @@ def test_truncated_files_of_every_format_are_reported(tmp_path, tiny_checkpoint,
     assert "truncated" in capsys.readouterr().err and not (tmp_path / f"out{suffix}").exists()
 
 
+def test_bytes_without_a_header_named_au_are_refused(tmp_path, tiny_checkpoint, capsys):
+    source = tmp_path / "noise.au"
+    source.write_bytes(np.random.default_rng(0).integers(0, 256, 20000, dtype=np.uint8).tobytes())
+    assert run(tiny_checkpoint, source, "-o", tmp_path / "out.au") == 1
+    assert "noise.au: not a readable audio file (no header)" in capsys.readouterr().err
+    assert not (tmp_path / "out.au").exists()
+
+
 def test_output_subtype_follows_the_input_across_formats(tmp_path, tiny_checkpoint):
     source = write(tmp_path / "a.flac", subtype="PCM_24")
     assert run(tiny_checkpoint, source, "-o", tmp_path / "a.wav") == 0

@@ -69,6 +69,9 @@ def probe(path: str | os.PathLike) -> AudioInfo:
             info = sf.info(os.fsencode(path), verbose=True)
     except (sf.LibsndfileError, RuntimeError, TypeError) as error:
         raise AudioError(f"{path}: not a readable audio file ({_short(error)})") from None
+    if info.format == "RAW":
+        # libsndfile reads any .au without a header as 8 kHz µ-law, so random bytes would pass as audio.
+        raise AudioError(f"{path}: not a readable audio file (no header)")
     if (missing := _missing_data_bytes(info.extra_info)) is not None:
         raise AudioError(f"{path}: truncated file ({missing} bytes of audio data missing)")
     if not MIN_SAMPLE_RATE <= info.samplerate <= MAX_SAMPLE_RATE:
