@@ -91,8 +91,8 @@ def check_noise_floor(noise_floor: object, *, channels: int, noise_floor_input: 
         raise ValueError(f"a noise floor must be (channels, {spectral.BINS}) or ({spectral.BINS},), "
                          f"got shape {tuple(np.shape(noise_floor))}")
     if floor.shape[0] not in (1, channels):
-        raise ValueError(f"the noise floor has {floor.shape[0]} channels and the audio {channels}; give a noise "
-                         f"clip with {channels} channels, or a mono one for all")
+        raise ValueError(f"the noise floor has {floor.shape[0]} channels and the audio {channels}; a noise clip "
+                         f"needs the audio's channel count, or one channel for all")
     wrong = ~(torch.isfinite(floor) & (floor.abs() <= 1))
     if wrong.any():
         raise ValueError(f"a noise floor holds {floor[wrong][0].item()}; it must be finite and in feature units, "

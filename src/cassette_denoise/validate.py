@@ -36,6 +36,8 @@ import numbers
 
 import numpy as np
 
+from cassette_denoise.defaults import MIN_NOISE_CLIP_S
+
 MIN_SAMPLE_RATE = 8_000
 MAX_SAMPLE_RATE = 192_000
 MAX_CHANNELS = 8
@@ -49,9 +51,6 @@ PCM_SCALES = {
     np.dtype(np.int32): (0.0, 2.0**31),
 }
 
-#: Shortest noise clip: 1 s is 86 frames at the model rate, so its floor (each bin's 10 % quantile,
-#: ``spectral.noise_floor``) is the 9th lowest of 86 or more frames, not one frame's chance dip.
-MIN_NOISE_CLIP_S = 1.0
 #: A clip with no sample of this size (half a 24-bit step) is digital silence: it has no floor to measure.
 SILENCE_PEAK = 2.0**-24
 
