@@ -36,7 +36,8 @@ def write(path: Path, audio: np.ndarray, sample_rate: int = 44100) -> Path:
 
 
 def hiss(channels: int, seconds: float, sample_rate: int = 44100, *, seed: int = 0) -> np.ndarray:
-    return (np.random.default_rng(seed).standard_normal((channels, int(seconds * sample_rate))) * 0.01).astype(np.float32)
+    noise = np.random.default_rng(seed).standard_normal((channels, int(seconds * sample_rate))) * 0.01
+    return noise.astype(np.float32)
 
 
 def run(checkpoint, *args) -> int:

@@ -111,8 +111,8 @@ def test_the_floor_of_the_audio_itself_equals_the_automatic_estimate_when_one_ti
     samples = (TILE_FRAMES - 1) * spectral.HOP  # frame_count(samples) == TILE_FRAMES: every tile sees all frames
     assert spectral.frame_count(samples) == TILE_FRAMES
     audio = music_like(1, samples, 44100, seed=8) + hiss(1, samples / 44100, 44100, level=0.003)
-    np.testing.assert_array_equal(floor_denoiser.denoise(audio, 44100, noise_floor=floor_denoiser.noise_floor(audio, 44100)),
-                                  floor_denoiser.denoise(audio, 44100))
+    own = floor_denoiser.noise_floor(audio, 44100)
+    np.testing.assert_array_equal(floor_denoiser.denoise(audio, 44100, noise_floor=own), floor_denoiser.denoise(audio, 44100))
 
 
 def test_streaming_with_a_floor_in_odd_blocks_equals_the_whole_array(floor_denoiser):
@@ -157,7 +157,7 @@ def test_bad_clips_are_refused_naming_the_value(floor_denoiser, clip, rate, mess
         floor_denoiser.noise_floor(clip, rate)
 
 
-def test_a_floor_with_other_channels_or_values_or_for_a_model_without_the_input_is_refused(floor_denoiser, random_model):
+def test_a_floor_of_other_channels_or_values_or_for_a_model_without_the_input_is_refused(floor_denoiser, random_model):
     audio = music_like(3, 44100 * 2, 44100)
     stereo = floor_denoiser.noise_floor(hiss(2, 1.0, 44100), 44100)
     with pytest.raises(ValueError, match="noise floor has 2 channels and the audio 3"):

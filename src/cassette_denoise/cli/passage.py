@@ -29,7 +29,7 @@ def parse_time_s(text: str) -> float:
 
 
 def format_time(seconds: float) -> str:
-    """``65.25`` → ``"1:05.25"``, ``3723`` → ``"1:02:03"``; to the millisecond, as :func:`parse_time_s` reads it back."""
+    """``65.25`` → ``"1:05.25"``, ``3723`` → ``"1:02:03"``: to the millisecond, in a form :func:`parse_time_s` reads."""
     millis = int(round(seconds * 1000))
     whole, fraction = divmod(millis, 1000)
     minutes, second = divmod(whole, 60)
