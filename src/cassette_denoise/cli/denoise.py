@@ -221,16 +221,16 @@ def _given_noise_floor(denoiser, args: argparse.Namespace, noise_clip):
     return None if noise_clip is None else denoiser.noise_floor(*noise_clip)
 
 
-def _passage_noise_floor(denoiser, source: Path, passage):
-    """The floor measured on ``--noise-from``'s passage of ``source``, read with a seek.
+def _passage_noise_floor(denoiser, info, passage):
+    """The floor measured on ``--noise-from``'s passage of the file ``info`` describes, read with a seek.
 
     Raises:
         AudioError: the passage ends after the file does, or is no usable noise clip; naming the file.
     """
-    from cassette_denoise.audio import AudioError, probe, read_excerpt
+    from cassette_denoise.audio import AudioError, read_excerpt
     from cassette_denoise.cli.passage import format_time
 
-    info = probe(source)
+    source = info.path
     first, frames = passage.frames(info.sample_rate)
     if first + frames > info.frames:
         raise AudioError(f"{source}: --noise-from {passage}: the passage ends after the file, which is "
@@ -248,12 +248,12 @@ def _denoise_one(denoiser, job: Job, args: argparse.Namespace, errors: list[str]
     from cassette_denoise.audio import AudioError, probe, remove_stale_partials
 
     try:
-        frames = probe(job.source).frames
+        info = probe(job.source)
         if args.noise_from is not None:
-            noise_floor = _passage_noise_floor(denoiser, job.source, args.noise_from)
+            noise_floor = _passage_noise_floor(denoiser, info, args.noise_from)
         job.destination.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_partials(job.destination)
-        with tqdm(total=frames, unit="frame", unit_scale=True, desc=messages.printable(job.source.name[:30]),
+        with tqdm(total=info.frames, unit="frame", unit_scale=True, desc=messages.printable(job.source.name[:30]),
                   position=1, leave=False, disable=None) as bar:
             result = denoiser.denoise_file(job.source, job.destination, strength_db=args.strength_db,
                                            subtype=args.subtype, progress=bar.update, noise_floor=noise_floor)
