@@ -6,7 +6,10 @@ family at a time: floors of several colours and a whine from
 real excerpt's residual (``ahrep_cassette − ahrep_clean``; evaluation only). The noise is scaled to
 each input SNR over the excerpt, and the input, the bundled model, the ideal ratio mask (an oracle
 that knows music and noise, on the package's own STFT) and the peers are scored against the clean
-music with :func:`cassette_denoise.metrics.score`. For every row it also measures what a listener
+music with :func:`cassette_denoise.metrics.score`. A model with a noise-floor input is scored twice:
+with the floor it estimates on each tile, and with the true noise clip given (``noise_floor`` measured
+on :data:`NOISE_CLIP_S` of the same noise at the same level, from another stretch of it: what
+``denoise --noise-sample`` or ``--noise-from`` gives it). For every row it also measures what a listener
 hears in quiet passages: the 1-5 kHz noise in the quietest 30 % of frames, before and after.
 
     python benchmarks/generalisation.py                    # ≈ 15 min on 2 cores: 4 excerpts × 10 s per cell
@@ -32,6 +35,9 @@ QUIET_BAND_HZ = (1000.0, 5000.0)
 #: music there (-79): the quiet-passage part scales the family's noise to that.
 QUIET_FAMILY = "falling-tape"
 QUIET_NOISE_OVER_MUSIC_DB = 7.0
+#: The noise clip a model is given, as long as a lead-in a user names with ``--noise-from 0:00-0:05``.
+NOISE_CLIP_S = 5.0
+CLIP_SUFFIX = ", noise clip given"
 
 log = logging.getLogger("generalisation")
 
@@ -96,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         "families": {name: describe_family(name) for name in families},
         "skipped_families": skipped,
         "snrs_db": snrs_db,
+        "noise_clip_s": NOISE_CLIP_S,
         "notes": NOTES,
     }
     parts = {part.strip() for part in args.parts.split(",") if part.strip()}
@@ -109,11 +116,13 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         for number, excerpt in enumerate(excerpts):
             rng = np.random.default_rng([args.seed, 2, quality._common_hash(family), number])
-            target, noise, params = family_example(family, excerpt, rng)
-            noises.append({"family": family, "excerpt": excerpt.name, "params": params})
+            target, noise, clip, params = family_example(family, excerpt, rng)
+            noises.append({"family": family, "excerpt": excerpt.name, "params": params,
+                           "noise_clip_s": None if clip is None else clip.shape[1] / _common.SAMPLE_RATE})
             for snr_db in snrs_db:
                 noisy = quality.at_snr(target, noise, snr_db)
-                for row in score_methods(target, noisy, methods):
+                clip_methods = with_noise_clip(methods, scaled_like(clip, noise, noisy - target))
+                for row in score_methods(target, noisy, clip_methods):
                     rows.append({"family": family, "snr_db": snr_db, "excerpt": excerpt.name, **row})
         log.info("family %s done in %.0f s", family, time.perf_counter() - started)
         document.update(summary=summarise(rows), noises=noises, rows=rows)
@@ -129,12 +138,13 @@ def quiet_passages(excerpts, methods, *, seed: int) -> dict:
     rows = []
     for number, excerpt in enumerate(excerpts):
         rng = np.random.default_rng([seed, 2, quality._common_hash(QUIET_FAMILY), number])
-        target, noise, _ = family_example(QUIET_FAMILY, excerpt, rng)
+        target, noise, clip, _ = family_example(QUIET_FAMILY, excerpt, rng)
         band = QuietBand(target, noise)
-        noise = noise * 10 ** ((QUIET_NOISE_OVER_MUSIC_DB - (band.noise_dbfs - band.music_dbfs)) / 20)
+        gain = 10 ** ((QUIET_NOISE_OVER_MUSIC_DB - (band.noise_dbfs - band.music_dbfs)) / 20)
+        noise, clip = noise * gain, clip * gain
         noisy = target + noise
         snr_db = float(10 * np.log10(np.mean(target**2) / np.mean(noise**2)))
-        for row in score_methods(target, noisy, methods):
+        for row in score_methods(target, noisy, with_noise_clip(methods, clip)):
             rows.append({"family": QUIET_FAMILY, "snr_db": snr_db, "excerpt": excerpt.name, **row})
     log.info("quiet passages done in %.0f s", time.perf_counter() - started)
     summary = summarise([{**row, "snr_db": None} for row in rows])
@@ -154,6 +164,11 @@ NOTES = [
     "(output - clean), in dBFS (a full-scale sine reads -3), and reduction_db = input noise - output error.",
     "real-residual: ahrep_cassette - ahrep_clean from ../shared/data/seed-cassette, a seeded 10 s stretch per "
     "excerpt; it also holds the reference's own treatment of that excerpt's music (see docs/real-excerpt.md).",
+    f"'<model>{CLIP_SUFFIX}': the same model and strength with its noise-floor input measured on a clip of the "
+    f"same noise (Denoiser.noise_floor) instead of on each tile, as denoise --noise-sample gives it. The clip is "
+    f"{NOISE_CLIP_S:g} s of the family's noise with the example's params, rendered past the excerpt (for a "
+    "simulator preset: the tape played over silence after it), at the example's noise gain; for real-residual, "
+    "the longer stretch of the residual outside the example's, up to the same length (skipped under 1 s).",
     "The bundled model was trained on all six simulator presets; a preset is held out only for models trained "
     "without it.",
 ]
@@ -183,29 +198,42 @@ def describe_family(name: str) -> str:
     return FAMILIES[name].description
 
 
-def family_example(family: str, excerpt, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, object]:
-    """``(target, noise, params)``: float64 ``(channels, samples)`` of the scored part, and what was drawn."""
+def family_example(family: str, excerpt, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray | None,
+                                                                            object]:
+    """``(target, noise, clip, params)``: float64 ``(channels, samples)`` of the scored part, the same noise's
+    clip of :data:`NOISE_CLIP_S` from outside it at the same gain (None where there is too little), and what was drawn.
+
+    The excerpt's noise is rendered exactly as without a clip; the clip comes from a second, longer
+    render with the same params, from past the excerpt's end.
+    """
     from cassette_denoise.simulate import apply_cassette, params_to_json, sample_cassette
     from cassette_denoise.simulate.families import family_noise, family_params_to_json, sample_family
 
     margin = int(quality.MARGIN_S * _common.SAMPLE_RATE)
     audio = excerpt.audio
+    longer = np.pad(audio, ((0, 0), (0, int(NOISE_CLIP_S * _common.SAMPLE_RATE))))
     if family.startswith("preset:"):
         params = sample_cassette(rng, preset=family.removeprefix("preset:"))
         simulation = apply_cassette(audio, _common.SAMPLE_RATE, params)
         target = simulation.target[:, margin:-margin].astype(np.float64)
-        return target, simulation.noisy[:, margin:-margin].astype(np.float64) - target, params_to_json(params)
+        played_on = apply_cassette(longer, _common.SAMPLE_RATE, params)
+        clip = (played_on.noisy - played_on.target)[:, audio.shape[1]:].astype(np.float64)
+        return target, simulation.noisy[:, margin:-margin].astype(np.float64) - target, clip, params_to_json(params)
     target = audio[:, margin:-margin].astype(np.float64)
     if family == "real-residual":
-        residual, start = real_residual(target.shape[1], rng)
-        return target, residual, {"start_s": start / _common.SAMPLE_RATE}
+        residual, start, clip = real_residual(target.shape[1], rng)
+        return target, residual, clip, {"start_s": start / _common.SAMPLE_RATE}
     params = sample_family(rng, family)
     noise = family_noise(audio, _common.SAMPLE_RATE, params)[:, margin:-margin]
-    return target, noise.astype(np.float64), family_params_to_json(params)
+    clip = family_noise(longer, _common.SAMPLE_RATE, params)[:, audio.shape[1]:]
+    return target, noise.astype(np.float64), clip.astype(np.float64), family_params_to_json(params)
 
 
-def real_residual(samples: int, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+def real_residual(samples: int, rng: np.random.Generator) -> tuple[np.ndarray, int, np.ndarray | None]:
+    """A seeded stretch of the real residual, its start, and the longer stretch outside it (up to
+    :data:`NOISE_CLIP_S`; None if under ``MIN_NOISE_CLIP_S``) as its noise clip."""
     from cassette_denoise.audio import read_audio
+    from cassette_denoise.defaults import MIN_NOISE_CLIP_S
 
     folder = quality.SEED_CASSETTE_DIR
     noisy, rate = read_audio(folder / "ahrep_cassette.wav")
@@ -213,8 +241,43 @@ def real_residual(samples: int, rng: np.random.Generator) -> tuple[np.ndarray, i
     if rate != _common.SAMPLE_RATE or noisy.shape[1] < samples:
         raise SystemExit(f"generalisation.py: error: {folder}: need {samples} samples at {_common.SAMPLE_RATE} Hz")
     start = int(rng.integers(0, noisy.shape[1] - samples + 1))
-    span = slice(start, start + samples)
-    return noisy[:, span].astype(np.float64) - clean[:, span].astype(np.float64), start
+    residual = noisy.astype(np.float64) - clean.astype(np.float64)
+    before, after = residual[:, :start], residual[:, start + samples:]
+    clip = (before if before.shape[1] > after.shape[1] else after)[:, : int(NOISE_CLIP_S * rate)]
+    return residual[:, start: start + samples], start, clip if clip.shape[1] >= MIN_NOISE_CLIP_S * rate else None
+
+
+def scaled_like(clip: np.ndarray | None, noise: np.ndarray, scaled_noise: np.ndarray) -> np.ndarray | None:
+    """``clip`` with the gain that made ``scaled_noise`` of ``noise``."""
+    if clip is None:
+        return None
+    return clip * np.sqrt(np.mean(scaled_noise**2) / np.mean(noise**2))
+
+
+class NoiseClipGiven:
+    """A model method with its noise floor measured on the example's noise clip instead of on each tile."""
+
+    def __init__(self, method, clip: np.ndarray):
+        self.method, self.clip = method, clip
+        self.name = method.name + CLIP_SUFFIX
+
+    def denoise(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
+        denoiser = self.method.denoiser
+        floor = denoiser.noise_floor(self.clip.astype(np.float32), sample_rate)
+        return denoiser.denoise(audio, sample_rate, strength_db=self.method.strength_db, noise_floor=floor)
+
+
+def with_noise_clip(methods: list, clip: np.ndarray | None) -> list:
+    """``methods`` with, after each model that has a noise-floor input, that model given ``clip``."""
+    from cassette_denoise.evaluate import Skipped
+
+    extended = []
+    for method in methods:
+        extended.append(method)
+        if isinstance(method, quality.ModelMethod) and method.denoiser.model.config.noise_floor_input:
+            extended.append(NoiseClipGiven(method, clip) if clip is not None else
+                            Skipped(method.name + CLIP_SUFFIX, "no noise clip of 1 s outside the example"))
+    return extended
 
 
 class IdealRatioMask:

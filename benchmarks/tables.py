@@ -279,7 +279,7 @@ def generalisation_tables(document: dict) -> str:
         f"{len(document['excerpts'])} excerpts of {document['excerpt_s']:g} s from the {document['source']}; "
         "one noise family at a time, scaled to each input SNR; scores against the clean music, mean over "
         "excerpts. Families: " + "; ".join(f"`{name}`: {text}" for name, text in document["families"].items())
-        + "." + _models_line(document),
+        + "." + _models_line(document) + _noise_clip_line(document, methods),
     ]
     for key, title, form in QUALITY_METRICS[:2] if summary else ():
         header = ["family", "input SNR", "input SI-SDR" if key == "si_sdr_improvement_db" else "input", *methods[1:]]
@@ -311,6 +311,16 @@ def generalisation_tables(document: dict) -> str:
     if "quiet_passages" in document:
         lines += ["", *quiet_passages_table(document["quiet_passages"])]
     return "\n".join(lines)
+
+
+def _noise_clip_line(document: dict, methods: list[str]) -> str:
+    """What the ``..., noise clip given`` columns are, when there are any."""
+    given = [method for method in methods if method.endswith(", noise clip given")]
+    if not given:
+        return ""
+    return (f" {', '.join(f'`{method}`' for method in given)}: the same model with its noise-floor input measured on "
+            f"{document.get('noise_clip_s', 5):g} s of the same noise at the same level, from outside the excerpt "
+            "(as `denoise --noise-sample` or `--noise-from` gives it), instead of estimated on each tile.")
 
 
 def quiet_passages_table(part: dict) -> list[str]:

@@ -18,3 +18,7 @@ DEFAULT_STRENGTH_DB = 30.0
 DEFAULT_SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
 #: The names of :data:`cassette_denoise.simulate.PRESETS`, in its order.
 PRESET_NAMES = ("random", "training", "good-deck-type-ii", "walkman-ferric", "worn-tape", "dolby-b-undecoded")
+#: Shortest clip a noise floor is measured on (``--noise-sample``, ``--noise-from``): 1 s is 86 frames at the
+#: model rate, so its floor (each bin's 10 % quantile, ``spectral.noise_floor``) is the 9th lowest of 86 or
+#: more frames, not one frame's chance dip.
+MIN_NOISE_CLIP_S = 1.0

@@ -12,6 +12,9 @@ The signal path (the seed's, with its flaws fixed):
    (noisy phase kept);
 5. inverse STFT by weighted overlap-add; resample back; exactly the input's length.
 
+The model's noise-floor input is measured on each tile unless a caller gives one measured on the
+tape's noise alone (:meth:`Denoiser.noise_floor`, through the same front: :mod:`cassette_denoise.front`).
+
 Everything runs through :class:`DenoiseStream`, which takes any block sizes and holds only a few
 tiles of state, so memory stays flat however long the file is. Denoising a whole array is the same
 stream fed in one block, so streaming and whole-file results are identical.
@@ -31,11 +34,11 @@ import torch
 
 from cassette_denoise import spectral
 from cassette_denoise.audio import (
-    MODEL_SAMPLE_RATE, AtomicAudioWriter, AudioError, Resampler, iter_blocks, matching_subtype, output_length, probe,
+    MODEL_SAMPLE_RATE, AtomicAudioWriter, AudioError, Resampler, iter_blocks, matching_subtype, probe,
 )
 from cassette_denoise.checkpoint import load_model
 from cassette_denoise.defaults import DEFAULT_STRENGTH_DB
-from cassette_denoise.hum import HumRemover
+from cassette_denoise.front import ModelFront, check_noise_floor, measure_noise_floor
 from cassette_denoise.model import UNet
 from cassette_denoise.validate import check_audio_array, check_channels, check_sample_rate
 
@@ -147,25 +150,40 @@ class Denoiser:
         model, metadata = load_model(path)
         return cls(model, metadata=metadata, **options)
 
-    def stream(self, *, channels: int, sample_rate: int, strength_db: float = DEFAULT_STRENGTH_DB,
-               tap: MaskTap | None = None) -> "DenoiseStream":
-        return DenoiseStream(self, channels=channels, sample_rate=sample_rate, strength_db=strength_db, tap=tap)
+    def noise_floor(self, audio: np.ndarray, sample_rate: int) -> torch.Tensor:
+        """Each bin's noise floor measured on a clip of the tape's noise alone, ``(channels, BINS)``, for
+        the ``noise_floor`` option of :meth:`denoise`, :meth:`denoise_file` and :meth:`stream`.
 
-    def denoise(self, audio: np.ndarray, sample_rate: int, *, strength_db: float = DEFAULT_STRENGTH_DB) -> np.ndarray:
+        ``audio`` ``(channels, samples)`` or ``(samples,)`` at ``sample_rate``: see
+        :func:`cassette_denoise.front.measure_noise_floor`, which also says what it raises. A mono
+        clip's floor serves audio of any channel count.
+        """
+        return measure_noise_floor(audio, sample_rate, remove_hum=self.remove_hum)
+
+    def stream(self, *, channels: int, sample_rate: int, strength_db: float = DEFAULT_STRENGTH_DB,
+               tap: MaskTap | None = None, noise_floor: torch.Tensor | None = None) -> "DenoiseStream":
+        return DenoiseStream(self, channels=channels, sample_rate=sample_rate, strength_db=strength_db, tap=tap,
+                             noise_floor=noise_floor)
+
+    def denoise(self, audio: np.ndarray, sample_rate: int, *, strength_db: float = DEFAULT_STRENGTH_DB,
+                noise_floor: torch.Tensor | None = None) -> np.ndarray:
         """Denoise a whole array ``(channels, samples)`` or ``(samples,)``; returns float32 of the same shape.
 
         The input is checked by :func:`cassette_denoise.validate.check_audio_array` and never modified.
+        ``noise_floor`` (:meth:`noise_floor`'s) replaces the floor the model estimates on each tile.
 
         Raises:
             TypeError: not an array of float or int8/uint8/int16/int32 PCM samples, or a sample rate
                 that is not a number.
             ValueError: a bad shape (including ``(samples, channels)``: pass ``audio.T``), 0 or more
                 than 8 channels, no samples, a rate outside 8-192 kHz, non-finite samples or samples
-                beyond ±1000, or ``strength_db`` outside 0-120.
+                beyond ±1000, ``strength_db`` outside 0-120, or a ``noise_floor`` that does not fit
+                (:func:`cassette_denoise.front.check_noise_floor`).
         """
         mono = np.ndim(audio) == 1
         audio = check_audio_array(audio, sample_rate)
-        stream = self.stream(channels=audio.shape[0], sample_rate=sample_rate, strength_db=strength_db)
+        stream = self.stream(channels=audio.shape[0], sample_rate=sample_rate, strength_db=strength_db,
+                             noise_floor=noise_floor)
         # Fed in blocks so that a long array costs no more working memory than a file does.
         pieces = [stream.process(audio[:, start: start + BLOCK_FRAMES]) for start in range(0, audio.shape[1], BLOCK_FRAMES)]
         out = np.concatenate([*pieces, stream.finish()], axis=1)
@@ -180,6 +198,7 @@ class Denoiser:
         strength_db: float = DEFAULT_STRENGTH_DB,
         subtype: str | None = None,
         progress: Callable[[int], None] | None = None,
+        noise_floor: torch.Tensor | None = None,
     ) -> FileResult:
         """Denoise ``source`` into ``destination`` block by block.
 
@@ -187,10 +206,12 @@ class Denoiser:
         suffix and its subtype is the input's (where that format can hold it, see
         :func:`~cassette_denoise.audio.matching_subtype`) unless ``subtype`` is given. Samples beyond full
         scale are clipped only where the output format cannot hold them, and counted in the result.
-        ``progress`` is called with the number of input frames just consumed.
+        ``progress`` is called with the number of input frames just consumed. ``noise_floor`` as for
+        :meth:`denoise`.
 
         Raises:
             AudioError: unreadable input, unwritable output, or ``destination`` equal to ``source``.
+            ValueError: a ``noise_floor`` that does not fit; nothing is written.
         """
         source, destination = Path(source), Path(destination)
         if destination.exists() and destination.resolve() == source.resolve():
@@ -199,7 +220,8 @@ class Denoiser:
         subtype = subtype or matching_subtype(info.subtype, destination)
         keep_overs = (subtype or "").upper() in FLOAT_SUBTYPES
         started = time.perf_counter()
-        stream = self.stream(channels=info.channels, sample_rate=info.sample_rate, strength_db=strength_db)
+        stream = self.stream(channels=info.channels, sample_rate=info.sample_rate, strength_db=strength_db,
+                             noise_floor=noise_floor)
         peak, clipped = 0.0, 0
 
         with AtomicAudioWriter(destination, sample_rate=info.sample_rate, channels=info.channels, subtype=subtype) as writer:
@@ -236,20 +258,26 @@ class DenoiseStream:
     ``process(block)`` takes float ``(channels, n)`` and returns the output that is already final,
     ``(channels, m)``; ``finish()`` returns the rest. Output is delayed by up to about one tile
     (≈ 6 s) plus the hum stage's 4.5 s but, concatenated, has exactly the input's length.
+
+    ``noise_floor`` (see :meth:`Denoiser.noise_floor`; checked by
+    :func:`cassette_denoise.front.check_noise_floor`) is the model's noise-floor input for every tile
+    instead of each tile's own; it changes only what the model sees.
     """
 
     def __init__(self, denoiser: Denoiser, *, channels: int, sample_rate: int, strength_db: float,
-                 tap: MaskTap | None = None):
+                 tap: MaskTap | None = None, noise_floor: torch.Tensor | None = None):
         channels, sample_rate = check_channels(channels), check_sample_rate(sample_rate)
         if not 0 <= strength_db <= 120:
             raise ValueError(f"strength_db must be between 0 and 120 dB, got {strength_db}")
+        if noise_floor is not None:
+            noise_floor = check_noise_floor(noise_floor, channels=channels,
+                                            noise_floor_input=denoiser.model.config.noise_floor_input)
         self.channels, self.sample_rate = channels, sample_rate
-        self._to_model = Resampler(sample_rate, MODEL_SAMPLE_RATE, channels)
+        self._front = ModelFront(channels=channels, sample_rate=sample_rate, remove_hum=denoiser.remove_hum)
         self._from_model = Resampler(MODEL_SAMPLE_RATE, sample_rate, channels)
-        self._hum = HumRemover(channels=channels, sample_rate=MODEL_SAMPLE_RATE) if denoiser.remove_hum else None
         self._core = _MaskStream(denoiser.model, device=denoiser.device, channels=channels,
                                  mask_exponent=mask_exponents(denoiser.mask_exponent, denoiser.treble_mask_exponent),
-                                 mask_floor=10 ** (-strength_db / 20), tap=tap)
+                                 mask_floor=10 ** (-strength_db / 20), tap=tap, noise_floor=noise_floor)
         self._samples_in = 0
 
     def process(self, block: np.ndarray) -> np.ndarray:
@@ -258,24 +286,18 @@ class DenoiseStream:
             return np.zeros((self.channels, 0), np.float32)
         block = check_audio_array(block, self.sample_rate, channels=self.channels)
         self._samples_in += block.shape[1]
-        return self._from_model.process(self._core.process(self._dehum(self._to_model.process(block))))
+        return self._from_model.process(self._core.process(self._front.process(block)))
 
     def finish(self) -> np.ndarray:
-        model_rate_total = output_length(self._samples_in, self.sample_rate, MODEL_SAMPLE_RATE)
-        tail = self._dehum(self._to_model.flush(total_out=model_rate_total))
-        if self._hum is not None:
-            tail = np.concatenate([tail, self._hum.finish()], axis=1)
+        tail = self._front.finish()
         tail = np.concatenate([self._core.process(tail), self._core.finish()], axis=1)
         head = self._from_model.process(tail)
         return np.concatenate([head, self._from_model.flush(total_out=self._samples_in)], axis=1)
 
     @property
     def hum_hz(self) -> float | None:
-        """The mains frequency whose hum the hum stage has taken out (see :attr:`HumRemover.found_hz`)."""
-        return None if self._hum is None else self._hum.found_hz
-
-    def _dehum(self, block: np.ndarray) -> np.ndarray:
-        return block if self._hum is None else self._hum.process(block)
+        """The mains frequency whose hum the hum stage has taken out (see :attr:`~cassette_denoise.hum.HumRemover.found_hz`)."""
+        return self._front.hum_hz
 
 
 class _MaskStream:
@@ -289,9 +311,11 @@ class _MaskStream:
     """
 
     def __init__(self, model: UNet, *, device: torch.device, channels: int, mask_exponent: float | torch.Tensor,
-                 mask_floor: float, tap: MaskTap | None = None):
-        """``mask_exponent``: one number, or one per bin, ``(BINS, 1)``."""
+                 mask_floor: float, tap: MaskTap | None = None, noise_floor: torch.Tensor | None = None):
+        """``mask_exponent``: one number, or one per bin, ``(BINS, 1)``; ``noise_floor``: the model's
+        noise-floor input, ``(channels, BINS)``, or None for each tile's own."""
         self.model, self.device, self.channels, self.tap = model, device, channels, tap
+        self.noise_floor = noise_floor
         self.mask_exponent, self.mask_floor = mask_exponent, mask_floor
         self.tile_hop = TILE_FRAMES - TILE_OVERLAP_FRAMES
         self.crossfade = spectral.crossfade_window(TILE_FRAMES, overlap_frames=TILE_OVERLAP_FRAMES)
@@ -375,7 +399,8 @@ class _MaskStream:
 
     def _mask(self, spectra: torch.Tensor) -> torch.Tensor:
         """Model mask for a full tile of complex spectra ``(channels, BINS, TILE_FRAMES)``."""
-        features = spectral.features(spectra.abs(), noise_floor=self.model.config.noise_floor_input)
+        features = spectral.features(spectra.abs(), noise_floor=self.model.config.noise_floor_input,
+                                     floor=self.noise_floor)
         with torch.inference_mode():
             # One channel at a time on the CPU: the same speed as a batch, half the activation memory.
             step = self.channels if self.device.type == "cuda" else 1

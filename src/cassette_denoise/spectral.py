@@ -86,6 +86,21 @@ def pad_amount() -> int:
     return HOP
 
 
+def pad_signal(audio: torch.Tensor) -> torch.Tensor:
+    """A whole signal as the mask path frames it: :func:`pad_amount` zeros before, zeros after up to
+    the end of frame ``frame_count(samples) - 1``, so that :func:`stft` gives exactly the frames the
+    denoiser computes for it.
+
+    Args:
+        audio: ``(..., samples)``.
+    Returns:
+        ``(..., (frame_count(samples) - 1) * HOP + N_FFT)``.
+    """
+    samples = audio.shape[-1]
+    end = (frame_count(samples) - 1) * HOP + N_FFT
+    return torch.nn.functional.pad(audio, (pad_amount(), end - pad_amount() - samples))
+
+
 def to_features(magnitude: torch.Tensor) -> torch.Tensor:
     """Scale a magnitude spectrogram to the model's input range.
 

@@ -22,6 +22,9 @@ What is accepted, and why:
   scale, but a sample a thousand times full scale is a units mistake, and much larger ones overflow
   the spectrum's power in float32.
 
+A **noise clip** (the tape's noise alone, from which the model takes each bin's noise floor) is audio
+as above, at least :data:`MIN_NOISE_CLIP_S` long and not digital silence.
+
 Every refusal is a :class:`TypeError` (wrong kind of object) or :class:`ValueError` (right kind,
 wrong value) whose message holds the offending value.
 """
@@ -32,6 +35,8 @@ import math
 import numbers
 
 import numpy as np
+
+from cassette_denoise.defaults import MIN_NOISE_CLIP_S
 
 MIN_SAMPLE_RATE = 8_000
 MAX_SAMPLE_RATE = 192_000
@@ -45,6 +50,9 @@ PCM_SCALES = {
     np.dtype(np.int16): (0.0, 2.0**15),
     np.dtype(np.int32): (0.0, 2.0**31),
 }
+
+#: A clip with no sample of this size (half a 24-bit step) is digital silence: it has no floor to measure.
+SILENCE_PEAK = 2.0**-24
 
 
 def check_sample_rate(sample_rate: object) -> int:
@@ -107,6 +115,25 @@ def check_audio_array(audio: object, sample_rate: object, *, channels: int | Non
     if array.dtype.kind == "f":
         _check_values(array)
     return _to_float32(array)
+
+
+def check_noise_clip(audio: object, sample_rate: object) -> np.ndarray:
+    """Check a clip of the tape's noise alone and return it as a new float32 ``(channels, samples)`` array.
+
+    Raises:
+        TypeError: as :func:`check_audio_array`.
+        ValueError: as :func:`check_audio_array` (non-finite samples included), or shorter than
+            :data:`MIN_NOISE_CLIP_S`, or digital silence (no sample reaches :data:`SILENCE_PEAK`).
+    """
+    clip = check_audio_array(audio, sample_rate)
+    rate = check_sample_rate(sample_rate)
+    if clip.shape[1] < MIN_NOISE_CLIP_S * rate:
+        raise ValueError(f"the noise clip is {clip.shape[1] / rate:.3g} s long ({clip.shape[1]} samples at {rate} Hz); "
+                         f"a noise floor needs at least {MIN_NOISE_CLIP_S:g} s")
+    peak = float(np.abs(clip).max())
+    if peak < SILENCE_PEAK:
+        raise ValueError(f"the noise clip is digital silence (peak {peak:g}); it has no noise floor to measure")
+    return clip
 
 
 def _as_array(audio: object) -> np.ndarray:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cassette_denoise.cli import EXIT_FAILED, EXIT_OK, CommandError, messages
+from cassette_denoise.cli.passage import noise_passage
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,14 @@ def register(subparsers) -> None:
     target.add_argument("-o", "--output", help="output file (one input file only)")
     target.add_argument("--out-dir", help="output folder; input folders are mirrored inside it")
     add_denoise_options(parser)
+    noise = parser.add_mutually_exclusive_group()
+    noise.add_argument("--noise-sample", metavar="FILE",
+                       help="a recording of the tape's noise alone (lead-in, a pause; any format and rate, at least "
+                            "1 s): the model takes each frequency's noise floor from it instead of estimating it "
+                            "from the music")
+    noise.add_argument("--noise-from", metavar="START-END", type=noise_passage,
+                       help="take the noise floor from this passage of each input, e.g. 0:00-0:05 or 12.5-20 "
+                            "(seconds, m:ss or h:mm:ss); an input shorter than that fails")
     parser.set_defaults(run=run)
 
 
@@ -138,6 +147,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     check_options(args)
+    noise_clip = _read_noise_sample(args.noise_sample) if args.noise_sample else None
     jobs, errors = plan_jobs(args.inputs, output=args.output, out_dir=args.out_dir)
     jobs = _unique(jobs)
     for line in errors:
@@ -160,10 +170,11 @@ def run(args: argparse.Namespace) -> int:
         return _summary(0, 0.0, 0.0, skipped, errors)
 
     denoiser = _load_denoiser(args)
+    noise_floor = _given_noise_floor(denoiser, args, noise_clip)
     started, done, audio_s = time.perf_counter(), 0, 0.0
     with tqdm(total=len(pending), unit="file", desc="all files", position=0, disable=None) as overall:
         for job in pending:
-            result = _denoise_one(denoiser, job, args, errors)
+            result = _denoise_one(denoiser, job, args, errors, noise_floor=noise_floor)
             if result is not None:
                 done += 1
                 audio_s += result.duration_s
@@ -183,20 +194,69 @@ def _load_denoiser(args: argparse.Namespace):
         raise CommandError(f"--model: {error}") from None
 
 
-def _denoise_one(denoiser, job: Job, args: argparse.Namespace, errors: list[str]):
+def _read_noise_sample(path: str):
+    """``--noise-sample``'s audio and rate, read and checked before any input is touched.
+
+    Raises:
+        CommandError: unreadable, too short, silent, ..., naming the file.
+    """
+    from cassette_denoise.audio import AudioError, read_audio
+    from cassette_denoise.validate import check_noise_clip
+
+    try:
+        audio, sample_rate = read_audio(path)
+        return check_noise_clip(audio, sample_rate), sample_rate
+    except AudioError as error:
+        raise CommandError(f"--noise-sample: {error}") from None
+    except ValueError as error:
+        raise CommandError(f"--noise-sample {path}: {error}") from None
+
+
+def _given_noise_floor(denoiser, args: argparse.Namespace, noise_clip):
+    """The floor measured on ``--noise-sample`` (None without it), once the model is known to take one."""
+    if (args.noise_sample or args.noise_from) and not denoiser.model.config.noise_floor_input:
+        option = "--noise-sample" if args.noise_sample else "--noise-from"
+        raise CommandError(f"{option}: the model {args.model or '(bundled)'} has no noise-floor input, so it cannot "
+                           f"use a given noise floor")
+    return None if noise_clip is None else denoiser.noise_floor(*noise_clip)
+
+
+def _passage_noise_floor(denoiser, info, passage):
+    """The floor measured on ``--noise-from``'s passage of the file ``info`` describes, read with a seek.
+
+    Raises:
+        AudioError: the passage ends after the file does, or is no usable noise clip; naming the file.
+    """
+    from cassette_denoise.audio import AudioError, read_excerpt
+    from cassette_denoise.cli.passage import format_time
+
+    source = info.path
+    first, frames = passage.frames(info.sample_rate)
+    if first + frames > info.frames:
+        raise AudioError(f"{source}: --noise-from {passage}: the passage ends after the file, which is "
+                         f"{format_time(info.duration_s)} long")
+    try:
+        return denoiser.noise_floor(read_excerpt(source, start_frame=first, frames=frames), info.sample_rate)
+    except ValueError as error:
+        raise AudioError(f"{source}: --noise-from {passage}: {error}") from None
+
+
+def _denoise_one(denoiser, job: Job, args: argparse.Namespace, errors: list[str], *, noise_floor=None):
     """Denoise one job; on failure, report it once, add it to ``errors`` and return None."""
     from tqdm import tqdm
 
     from cassette_denoise.audio import AudioError, probe, remove_stale_partials
 
     try:
-        frames = probe(job.source).frames
+        info = probe(job.source)
+        if args.noise_from is not None:
+            noise_floor = _passage_noise_floor(denoiser, info, args.noise_from)
         job.destination.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_partials(job.destination)
-        with tqdm(total=frames, unit="frame", unit_scale=True, desc=messages.printable(job.source.name[:30]),
+        with tqdm(total=info.frames, unit="frame", unit_scale=True, desc=messages.printable(job.source.name[:30]),
                   position=1, leave=False, disable=None) as bar:
             result = denoiser.denoise_file(job.source, job.destination, strength_db=args.strength_db,
-                                           subtype=args.subtype, progress=bar.update)
+                                           subtype=args.subtype, progress=bar.update, noise_floor=noise_floor)
     except (AudioError, OSError, ValueError) as error:
         if logging.getLogger().isEnabledFor(logging.DEBUG):
             raise

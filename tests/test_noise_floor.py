@@ -1,0 +1,170 @@
+"""A noise floor measured on a clip of the tape's noise alone, given to the model in place of each tile's own."""
+
+import numpy as np
+import pytest
+import torch
+
+from cassette_denoise import spectral
+from cassette_denoise.audio import resample
+from cassette_denoise.denoiser import TILE_FRAMES, Denoiser
+from cassette_denoise.model import UNet, UNetConfig
+from cassette_denoise.validate import MIN_NOISE_CLIP_S
+
+from conftest import music_like
+
+
+def hiss(channels: int, seconds: float, sample_rate: int, *, seed: int = 0, level: float = 0.01) -> np.ndarray:
+    """White noise 20 dB louder in each further channel, float32 ``(channels, samples)``."""
+    rng = np.random.default_rng(seed)
+    gains = level * 10.0 ** np.arange(channels)[:, None]
+    return (rng.standard_normal((channels, int(seconds * sample_rate))) * gains).astype(np.float32)
+
+
+class RecordingModel(torch.nn.Module):
+    """A noise-floor model that keeps every input it was given, ``(batch, 2, BINS, frames)`` each."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(3)
+        self.inner = UNet(UNetConfig(base_width=2, noise_floor_input=True))
+        self.config = self.inner.config
+        self.inputs: list[torch.Tensor] = []
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        self.inputs.append(features.clone())
+        return self.inner(features)
+
+
+@pytest.fixture(scope="module")
+def floor_model() -> UNet:
+    torch.manual_seed(1)
+    return UNet(UNetConfig(base_width=2, noise_floor_input=True)).eval()
+
+
+@pytest.fixture()
+def floor_denoiser(floor_model) -> Denoiser:
+    return Denoiser(floor_model, device="cpu", remove_hum=False)
+
+
+@pytest.mark.parametrize("sample_rate,channels", [(44100, 1), (48000, 2), (22050, 2)])
+def test_the_floor_of_a_clip_is_the_noise_floor_of_its_spectra_at_the_model_rate(floor_denoiser, sample_rate, channels):
+    clip = hiss(channels, 1.3, sample_rate)
+    at_model_rate = torch.from_numpy(resample(clip, sample_rate, 44100))
+    expected = spectral.noise_floor(spectral.stft(spectral.pad_signal(at_model_rate)).abs())
+    floor = floor_denoiser.noise_floor(clip, sample_rate)
+    assert floor.shape == (channels, spectral.BINS)
+    torch.testing.assert_close(floor, expected, rtol=0, atol=0)
+    if channels == 2:  # the louder channel has the higher floor in every bin the resampler passes
+        passed = (spectral.bin_frequencies_hz() > 0) & (spectral.bin_frequencies_hz() < 0.4 * min(sample_rate, 44100))
+        assert torch.all(floor[1, passed] > floor[0, passed])
+
+
+def test_the_floor_goes_through_the_streams_own_front_hum_stage_included(floor_model):
+    class Tap:
+        def __init__(self):
+            self.blocks = []
+
+        def model_audio(self, block):
+            self.blocks.append(block)
+
+        def mask(self, mask):
+            pass
+
+    sample_rate = 48000
+    t = np.arange(4 * sample_rate) / sample_rate
+    hum = sum(0.02 / k * np.sin(2 * np.pi * 50 * k * t) for k in range(1, 6))
+    clip = (hiss(1, 4.0, sample_rate, level=0.002) + hum).astype(np.float32)
+    denoiser = Denoiser(floor_model, device="cpu", remove_hum=True)
+    tap = Tap()
+    stream = denoiser.stream(channels=1, sample_rate=sample_rate, tap=tap)
+    for start in range(0, clip.shape[1], 20_011):
+        stream.process(clip[:, start: start + 20_011])
+    stream.finish()
+    seen = torch.from_numpy(np.concatenate(tap.blocks, axis=1))
+    expected = spectral.noise_floor(spectral.stft(spectral.pad_signal(seen)).abs())
+    torch.testing.assert_close(denoiser.noise_floor(clip, sample_rate), expected, rtol=0, atol=1e-6)
+    # The hum stage took the hum out of the clip, so its floor at 50 Hz is lower than without the stage.
+    without = Denoiser(floor_model, device="cpu", remove_hum=False).noise_floor(clip, sample_rate)
+    assert denoiser.noise_floor(clip, sample_rate)[0, 1] < without[0, 1] - 0.05
+
+
+def test_a_given_floor_changes_the_mask_input_and_nothing_else():
+    model = RecordingModel()
+    denoiser = Denoiser(model, device="cpu", remove_hum=False)
+    audio = music_like(2, 44100 * 7, 44100, seed=6)
+    floor = denoiser.noise_floor(hiss(2, 2.0, 44100, seed=7), 44100)
+    denoiser.denoise(audio, 44100)
+    own = model.inputs
+    model.inputs = []
+    denoiser.denoise(audio, 44100, noise_floor=floor)
+    given = model.inputs
+    assert len(given) == len(own) > 2  # several tiles, one channel at a time
+    for index, (before, after) in enumerate(zip(own, given)):
+        torch.testing.assert_close(after[:, 0], before[:, 0], rtol=0, atol=0)  # the spectrogram is untouched
+        channel = index % 2
+        expected = floor[channel][:, None].expand(spectral.BINS, after.shape[-1])
+        torch.testing.assert_close(after[0, 1], expected, rtol=0, atol=0)
+    assert not all(torch.equal(a[:, 1], b[:, 1]) for a, b in zip(own, given))
+
+
+def test_the_floor_of_the_audio_itself_equals_the_automatic_estimate_when_one_tile_spans_it(floor_denoiser):
+    samples = (TILE_FRAMES - 1) * spectral.HOP  # frame_count(samples) == TILE_FRAMES: every tile sees all frames
+    assert spectral.frame_count(samples) == TILE_FRAMES
+    audio = music_like(1, samples, 44100, seed=8) + hiss(1, samples / 44100, 44100, level=0.003)
+    own = floor_denoiser.noise_floor(audio, 44100)
+    np.testing.assert_array_equal(floor_denoiser.denoise(audio, 44100, noise_floor=own), floor_denoiser.denoise(audio, 44100))
+
+
+def test_streaming_with_a_floor_in_odd_blocks_equals_the_whole_array(floor_denoiser):
+    sample_rate = 32000
+    audio = music_like(2, int(sample_rate * 6.5) + 13, sample_rate, seed=9)  # two tiles
+    floor = floor_denoiser.noise_floor(hiss(1, 1.5, 44100, seed=10), 44100)  # mono: serves both channels
+    whole = floor_denoiser.denoise(audio, sample_rate, noise_floor=floor)
+    stream = floor_denoiser.stream(channels=2, sample_rate=sample_rate, noise_floor=floor)
+    rng = np.random.default_rng(1)
+    pieces, start = [], 0
+    while start < audio.shape[1]:
+        size = int(rng.integers(1, 50_000))
+        pieces.append(stream.process(audio[:, start: start + size]))
+        start += size
+    np.testing.assert_allclose(np.concatenate([*pieces, stream.finish()], axis=1), whole, rtol=0, atol=1e-6)
+    # A mono floor is the same floor for every channel; another floor gives another output.
+    np.testing.assert_array_equal(floor_denoiser.denoise(audio, sample_rate, noise_floor=floor.expand(2, -1)), whole)
+    assert not np.array_equal(floor_denoiser.denoise(audio, sample_rate, noise_floor=floor + 0.2), whole)
+    assert not np.array_equal(floor_denoiser.denoise(audio, sample_rate), whole)
+
+
+def test_denoise_file_takes_a_floor(tmp_path, floor_denoiser):
+    import soundfile as sf
+
+    audio = music_like(2, 44100 * 3, 44100, seed=11)
+    sf.write(tmp_path / "in.wav", audio.T, 44100, subtype="FLOAT")
+    floor = floor_denoiser.noise_floor(hiss(2, 1.0, 44100), 44100)
+    floor_denoiser.denoise_file(tmp_path / "in.wav", tmp_path / "out.wav", noise_floor=floor)
+    written, _ = sf.read(tmp_path / "out.wav", dtype="float32", always_2d=True)
+    np.testing.assert_array_equal(written.T, floor_denoiser.denoise(audio, 44100, noise_floor=floor))
+
+
+@pytest.mark.parametrize("clip,rate,message", [
+    (hiss(1, MIN_NOISE_CLIP_S * 0.5, 44100), 44100, "0.5 s long"),
+    (hiss(2, MIN_NOISE_CLIP_S - 0.01, 8000), 8000, "at least 1 s"),
+    (np.zeros((2, 44100 * 2), np.float32), 44100, "digital silence (peak 0)"),
+    (np.full((1, 44100 * 2), 2.0**-26, np.float32), 44100, "digital silence"),
+    (np.where(np.arange(88200) == 500, np.nan, 0.01).astype(np.float32)[None], 44100, "non-finite sample (nan)"),
+])
+def test_bad_clips_are_refused_naming_the_value(floor_denoiser, clip, rate, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        floor_denoiser.noise_floor(clip, rate)
+
+
+def test_a_floor_of_other_channels_or_values_or_for_a_model_without_the_input_is_refused(floor_denoiser, random_model):
+    audio = music_like(3, 44100 * 2, 44100)
+    stereo = floor_denoiser.noise_floor(hiss(2, 1.0, 44100), 44100)
+    with pytest.raises(ValueError, match="noise floor has 2 channels and the audio 3"):
+        floor_denoiser.denoise(audio, 44100, noise_floor=stereo)
+    with pytest.raises(ValueError, match="must be"):
+        floor_denoiser.denoise(audio, 44100, noise_floor=stereo[:, :100])
+    with pytest.raises(ValueError, match="holds nan"):
+        floor_denoiser.denoise(audio, 44100, noise_floor=torch.full((spectral.BINS,), float("nan")))
+    with pytest.raises(ValueError, match="no noise-floor input"):
+        Denoiser(random_model, device="cpu").denoise(audio, 44100, noise_floor=stereo[:1])
