@@ -84,10 +84,12 @@ def _search_fundamental(spectrum: np.ndarray, *, length: int, sample_rate: int) 
     bins_per_hz = length / sample_rate
     below, above, valid = _search_grid(length, sample_rate)  # (candidates, harmonics) each
     top = int(above.max()) + 2
-    magnitude = np.sqrt(np.sum(spectrum[:, :top] ** 2, axis=0))  # the channels' power together
+    # The channels' power together, as far as the neighbourhood of the top harmonic reaches.
+    magnitude = np.sqrt(np.sum(spectrum[:, :top + int(NEIGHBOURHOOD_HZ[1] * bins_per_hz) + 1] ** 2, axis=0))
     around = np.full(top, np.inf)
     lowest = int(below[valid].min()) - 1
     around[lowest:] = _neighbourhood_level(magnitude[None], np.arange(lowest, top), bins_per_hz)[0]
+    magnitude = magnitude[:top]
     peak = magnitude > around * 10 ** (PROMINENCE_DB / 20)
     peak[1:-1] &= (magnitude[1:-1] >= magnitude[:-2]) & (magnitude[1:-1] >= magnitude[2:])
     # Each line counts by how far it stands out, up to a cap: a family of lines, not one loud partial.
@@ -116,6 +118,8 @@ def _robust_fit(implied_hz: np.ndarray, orders: np.ndarray, weights: np.ndarray,
     puts it, so that a music partial near one harmonic does not pull the family."""
     median = np.median(implied_hz)
     keep = np.abs(implied_hz - median) * orders <= tolerance_hz
+    if not keep.any():  # lines that agree on nothing: the caller's tests will find no family
+        return float(median)
     return float(np.sum(weights[keep] * orders[keep] ** 2 * implied_hz[keep]) / np.sum(weights[keep] * orders[keep] ** 2))
 
 
@@ -157,8 +161,8 @@ def _steady_lines(segment: np.ndarray, spectrum: np.ndarray, coarse_hz: float,
     lines, prominence = lines[:, orders - 1], prominence[:, orders - 1]
     if len(orders) < MIN_LINES:
         return no_family
-    cosine, sine = _phasors(coarse_hz * np.arange(length) / sample_rate, orders)  # (samples, orders)
-    first, second = (_demodulate(segment[:, part] * _hann(half), cosine[part], sine[part])
+    cosine, sine = _phasors(coarse_hz * np.arange(length) / sample_rate, orders)  # (orders, samples)
+    first, second = (_demodulate(segment[:, part] * _hann(half), cosine[:, part], sine[:, part])
                      for part in (slice(0, half), slice(half, 2 * half)))  # (channels, orders)
     lines &= (np.abs(second) < 2 * np.abs(first)) & (np.abs(first) < 2 * np.abs(second))
     # Each line's turn implies an offset of the fundamental (a line within 0.34 Hz of the family turns by
@@ -207,7 +211,7 @@ def held_hum(segments: list[_Segment], index: int, audio: np.ndarray,
     amplitudes = 2 * _demodulate(audio.astype(np.float32) * window, cosine, sine) / window.sum()
     amplitudes = np.where(held, amplitudes, 0)
     # Re(a · e^{ikθ}) = Re(a)·cos(kθ) + Im(a)·(−sin(kθ)).
-    hum = _dot(amplitudes.real.astype(np.float32), cosine.T) + _dot(amplitudes.imag.astype(np.float32), sine.T)
+    hum = _dot(amplitudes.real.astype(np.float32), cosine) + _dot(amplitudes.imag.astype(np.float32), sine)
     return hum, reference_hz
 
 
@@ -218,14 +222,15 @@ def _same_hum(fundamental_hz: float | None, reference_hz: float) -> bool:
 def _track_cycles(segments: list[_Segment], index: int, reference_hz: float, sample_rate: int) -> np.ndarray:
     """The fundamental's phase over ``segments[index]``, cycles from its centre, ``(length,)`` float64.
 
-    Its frequency is the parabola (or line, or constant) through the estimates of the segment and its
-    two neighbours that belong to the same hum, each placed at its segment's centre: a drift of 1 % at
-    0.5 Hz bends the frequency within a segment, and a fit at one frequency would leave the higher
-    harmonics out of phase at the segment's ends.
+    Its frequency is the parabola (or line, or constant) through the estimates of the three segments
+    nearest this one (itself and its two neighbours, but for the file's ends) that belong to the same
+    hum, each placed at its segment's centre: a drift of 0.5 % at 0.2 Hz bends the frequency within a
+    segment, and a fit at one frequency would leave the higher harmonics out of phase at its ends.
     """
     segment = segments[index]
+    nearby = sorted(segments[max(0, index - 2): index + 3], key=lambda item: abs(item.start - segment.start))
     points = [((item.start - segment.start) / sample_rate, item.fundamental_hz)
-              for item in segments[max(0, index - 1): index + 2] if _same_hum(item.fundamental_hz, reference_hz)]
+              for item in nearby if _same_hum(item.fundamental_hz, reference_hz)][:3]
     if not points:
         points = [(0.0, reference_hz)]
     times, frequencies = np.array(points).T
@@ -247,19 +252,19 @@ def _dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def _demodulate(audio: np.ndarray, cosine: np.ndarray, sine: np.ndarray) -> np.ndarray:
     """Complex sums of ``audio`` ``(channels, samples)`` against each harmonic's ``exp(-ikθ)``, given as its
-    real and imaginary parts ``(samples, harmonics)``: ``(channels, harmonics)``."""
-    return _dot(audio, cosine) + 1j * _dot(audio, sine)
+    real and imaginary parts ``(harmonics, samples)``: ``(channels, harmonics)``."""
+    return _dot(audio, cosine.T) + 1j * _dot(audio, sine.T)
 
 
 def _phasors(cycles: np.ndarray, orders: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Real and imaginary parts of ``exp(-2πi·k·cycles)`` for each harmonic ``k`` of ``orders``,
-    ``(samples, orders)`` float32 each, from the fundamental's phase ``cycles`` ``(samples,)``.
+    ``(orders, samples)`` float32 each, from the fundamental's phase ``cycles`` ``(samples,)``.
 
-    The phase is reduced to one cycle in float64; the rest runs in float32, 4x faster: the angles stay
-    below 2π·:data:`MAX_HARMONICS`, where float32 resolves them to ~1e-5 rad.
+    The phase is reduced to the nearest whole cycle in float64; the rest runs in float32, 4x faster: the
+    angles stay within π·:data:`MAX_HARMONICS`, where float32 resolves them to ~1e-5 rad.
     """
-    fraction = (cycles - np.floor(cycles)).astype(np.float32)
-    angle = np.outer(fraction, (2 * np.pi * np.asarray(orders)).astype(np.float32))
+    fraction = (cycles - np.rint(cycles)).astype(np.float32)
+    angle = np.outer((2 * np.pi * np.asarray(orders)).astype(np.float32), fraction)
     return np.cos(angle), -np.sin(angle)
 
 
