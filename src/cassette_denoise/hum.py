@@ -49,38 +49,53 @@ NEIGHBOURHOOD_HZ = (2.0, 6.0)  # where the spectrum around a line is measured, e
 MAX_PHASE_TURN_RAD = 0.5  # between a segment's halves, after the family's turn: a line within ~0.1 Hz of it
 MIN_LINES = 3  # harmonics of one fundamental that must hold, per channel, before any is removed
 HOLD_SEGMENTS = 4  # segments each side (hop 0.74 s) over which a line must hold
+HOLD_WINDOW = 2 * HOLD_SEGMENTS + 1  # near a file's ends, the window of segments shifts inwards
 HOLD_FRACTION = 0.6
 MIN_HOLD_SEGMENTS = 3  # a file shorter than this many segments (~2.2 s) is left alone
+MAX_FAMILIES = 2  # line families searched per segment: hum, and a bass note over it
 SAME_HUM_FRACTION = 0.03  # neighbouring fundamentals this close (relative) belong to the same hum
 FOUND_RESOLUTION_HZ = 0.1  # found_hz is reported to this; round(..., 1) below
 
 
 @dataclass(frozen=True)
-class _Segment:
-    """One analysed segment: where it lies, the fundamental of the line family found there (``None``
-    where none stood out), and which of its harmonics looked like hum, ``(channels, MAX_HARMONICS)``."""
+class _Family:
+    """A family of steady lines found in one segment: its fundamental, and which of its harmonics looked
+    like hum there, ``(channels, MAX_HARMONICS)``."""
 
-    start: int
-    length: int
-    fundamental_hz: float | None
+    fundamental_hz: float
     lines: np.ndarray
 
 
+@dataclass(frozen=True)
+class _Segment:
+    """One analysed segment: where it lies, and the line families found there (none where no family
+    stood out; two where, say, a bass note sounds over hum)."""
+
+    start: int
+    length: int
+    families: tuple[_Family, ...]
+
+    def family_near(self, reference_hz: float) -> _Family | None:
+        """The family within :data:`SAME_HUM_FRACTION` of ``reference_hz``, if any."""
+        near = [item for item in self.families if abs(item.fundamental_hz / reference_hz - 1) <= SAME_HUM_FRACTION]
+        return min(near, key=lambda item: abs(item.fundamental_hz - reference_hz), default=None)
+
+
 def analyse_segment(segment: np.ndarray, sample_rate: int, start: int) -> _Segment:
-    """Search ``segment`` ``(channels, samples)`` for a family of steady harmonic lines."""
-    channels, length = segment.shape
+    """Search ``segment`` ``(channels, samples)`` for families of steady harmonic lines."""
+    length = segment.shape[-1]
     segment32 = segment.astype(np.float32)
     spectrum = np.abs(np.fft.rfft(segment32 * _hann(length), axis=-1))  # (channels, bins)
-    coarse_hz = _search_fundamental(spectrum, length=length, sample_rate=sample_rate)
-    if coarse_hz is None:  # in most segments of most tapes: nothing more to pay for
-        return _Segment(start, length, None, np.zeros((channels, MAX_HARMONICS), bool))
-    return _Segment(start, length, *_steady_lines(segment32, spectrum, coarse_hz, sample_rate))
+    # In most segments of most tapes the search finds nothing, and there is nothing more to pay for.
+    found = (_steady_lines(segment32, spectrum, coarse_hz, sample_rate)
+             for coarse_hz in _search_fundamentals(spectrum, length=length, sample_rate=sample_rate))
+    return _Segment(start, length, tuple(family for family in found if family is not None))
 
 
-def _search_fundamental(spectrum: np.ndarray, *, length: int, sample_rate: int) -> float | None:
-    """The fundamental whose harmonics meet the most energy in peaks that stand out of ``spectrum``
-    ``(channels, bins)`` (of a Hann-windowed ``length``), refined from the peaks, Hz; ``None`` when no
-    candidate meets :data:`MIN_LINES` of them."""
+def _search_fundamentals(spectrum: np.ndarray, *, length: int, sample_rate: int) -> list[float]:
+    """Up to :data:`MAX_FAMILIES` fundamentals, each the one whose harmonics meet the most peaks that
+    stand out of ``spectrum`` ``(channels, bins)`` (of a Hann-windowed ``length``) and that no earlier one
+    met, refined from those peaks, Hz; fewer where no candidate meets :data:`MIN_LINES` peaks."""
     bins_per_hz = length / sample_rate
     below, above, valid = _search_grid(length, sample_rate)  # (candidates, harmonics) each
     top = int(above.max()) + 2
@@ -94,20 +109,30 @@ def _search_fundamental(spectrum: np.ndarray, *, length: int, sample_rate: int) 
     peak[1:-1] &= (magnitude[1:-1] >= magnitude[:-2]) & (magnitude[1:-1] >= magnitude[2:])
     # Each line counts by how far it stands out, up to a cap: a family of lines, not one loud partial.
     prominence_db = np.where(peak, np.minimum(20 * np.log10(magnitude / around + 1e-30), _CAP_DB), 0.0)
-    met = np.maximum(prominence_db[below], prominence_db[above]) * valid  # (candidates, harmonics)
-    counts = np.count_nonzero(met, axis=-1)
-    scores = np.where(counts >= MIN_LINES, met.sum(axis=-1), 0.0)
-    best = int(np.argmax(scores))
-    if scores[best] == 0:
-        return None
-    # Each met peak's frequency by a parabola through the log magnitudes around it.
-    chosen = np.where(prominence_db[below[best]] >= prominence_db[above[best]], below[best], above[best])
-    chosen, weights = chosen[met[best] > 0], 10 ** (met[best][met[best] > 0] / 10)
-    left, centre, right = (np.log(magnitude[chosen + offset] + 1e-30) for offset in (-1, 0, 1))
+    found = []
+    for _ in range(MAX_FAMILIES):
+        met = np.maximum(prominence_db[below], prominence_db[above]) * valid  # (candidates, harmonics)
+        counts = np.count_nonzero(met, axis=-1)
+        scores = np.where(counts >= MIN_LINES, met.sum(axis=-1), 0.0)
+        best = int(np.argmax(scores))
+        if scores[best] == 0:
+            break
+        chosen = np.where(prominence_db[below[best]] >= prominence_db[above[best]], below[best], above[best])
+        chosen, weights = chosen[met[best] > 0], 10 ** (met[best][met[best] > 0] / 10)
+        found.append(_fit_peaks(magnitude, chosen, weights, _GRID_HZ[best], bins_per_hz))
+        prominence_db[chosen] = 0.0
+    return found
+
+
+def _fit_peaks(magnitude: np.ndarray, peaks: np.ndarray, weights: np.ndarray, coarse_hz: float,
+               bins_per_hz: float) -> float:
+    """The fundamental near ``coarse_hz`` fitted to the frequencies of the peaks at bins ``peaks`` of
+    ``magnitude`` ``(bins,)``, each from a parabola through the log magnitudes around it."""
+    left, centre, right = (np.log(magnitude[peaks + offset] + 1e-30) for offset in (-1, 0, 1))
     curvature = left - 2 * centre + right
     shift = np.where(curvature < 0, 0.5 * (left - right) / np.where(curvature < 0, curvature, -1), 0.0)
-    frequencies = (chosen + shift) / bins_per_hz
-    orders = np.round(frequencies / _GRID_HZ[best]).clip(1)
+    frequencies = (peaks + shift) / bins_per_hz
+    orders = np.round(frequencies / coarse_hz).clip(1)
     return _robust_fit(frequencies / orders, orders, weights, tolerance_hz=0.5 / bins_per_hz)
 
 
@@ -140,10 +165,10 @@ def _search_grid(length: int, sample_rate: int) -> tuple[np.ndarray, np.ndarray,
 
 
 def _steady_lines(segment: np.ndarray, spectrum: np.ndarray, coarse_hz: float,
-                  sample_rate: int) -> tuple[float | None, np.ndarray]:
+                  sample_rate: int) -> _Family | None:
     """The fundamental refined from the phase each harmonic turns between the halves of ``segment``
-    ``(channels, samples)``, and which harmonics are hum-like there, ``(channels, MAX_HARMONICS)``;
-    ``None`` and no lines where fewer than :data:`MIN_LINES` are.
+    ``(channels, samples)``, and which harmonics are hum-like there; ``None`` where fewer than
+    :data:`MIN_LINES` are.
 
     A note 1 Hz off a harmonic is inside the window's main lobe; it shows as a phase that turns against
     the family's between the two halves (2π · 1 Hz · 0.74 s), where hum's turns with it. This costs as
@@ -152,7 +177,6 @@ def _steady_lines(segment: np.ndarray, spectrum: np.ndarray, coarse_hz: float,
     """
     channels, length = segment.shape
     half, bins_per_hz = length // 2, length / sample_rate
-    no_family = None, np.zeros((channels, MAX_HARMONICS), bool)
     orders = np.arange(1, _harmonic_count(coarse_hz, sample_rate) + 1)
     centres = coarse_hz * orders * bins_per_hz
     prominence = _peak_level(spectrum, centres) / _neighbourhood_level(spectrum, centres, bins_per_hz)
@@ -160,7 +184,7 @@ def _steady_lines(segment: np.ndarray, spectrum: np.ndarray, coarse_hz: float,
     orders = orders[lines.any(axis=0)]
     lines, prominence = lines[:, orders - 1], prominence[:, orders - 1]
     if len(orders) < MIN_LINES:
-        return no_family
+        return None
     cosine, sine = _phasors(coarse_hz * np.arange(length) / sample_rate, orders)  # (orders, samples)
     first, second = (_demodulate(segment[:, part] * _hann(half), cosine[:, part], sine[:, part])
                      for part in (slice(0, half), slice(half, 2 * half)))  # (channels, orders)
@@ -170,16 +194,16 @@ def _steady_lines(segment: np.ndarray, spectrum: np.ndarray, coarse_hz: float,
     turn_per_hz = 2 * np.pi * half / sample_rate
     implied_hz = np.angle(second * np.conj(first)) / (turn_per_hz * orders)
     if not lines.any():
-        return no_family
+        return None
     weights = np.minimum(prominence, 10 ** (_CAP_DB / 20)) ** 2
     offset_hz = _robust_fit(implied_hz[lines], np.broadcast_to(orders, lines.shape)[lines], weights[lines],
                             tolerance_hz=MAX_PHASE_TURN_RAD / turn_per_hz)
     lines &= np.abs(implied_hz - offset_hz) * orders * turn_per_hz < MAX_PHASE_TURN_RAD
     if np.count_nonzero(lines.any(axis=0)) < MIN_LINES:  # lines that stand out, but not one family
-        return no_family
+        return None
     found = np.zeros((channels, MAX_HARMONICS), bool)
     found[:, orders - 1] = lines
-    return coarse_hz + offset_hz, found
+    return _Family(coarse_hz + offset_hz, found)
 
 
 def held_hum(segments: list[_Segment], index: int, audio: np.ndarray,
@@ -188,22 +212,26 @@ def held_hum(segments: list[_Segment], index: int, audio: np.ndarray,
     harmonics that held over the neighbouring ``segments``, fitted along the hum's phase (zeros where none
     held), and the fundamental there (``None`` where none held)."""
     segment = segments[index]
-    neighbours = segments[max(0, index - HOLD_SEGMENTS): index + HOLD_SEGMENTS + 1]
+    # A full window even at a file's ends: a note held for its first 2.5 s is not hum either.
+    first = max(0, min(index - HOLD_SEGMENTS, len(segments) - HOLD_WINDOW))
+    neighbours = segments[first: first + HOLD_WINDOW]
     channels, length = audio.shape
     nothing = np.zeros((channels, length), np.float32), None
-    found = [item.fundamental_hz for item in neighbours if item.fundamental_hz is not None]
-    if len(neighbours) < MIN_HOLD_SEGMENTS or not found:
+    # The segment's own families first; where loud music hid the hum here, the neighbours say where it is.
+    candidates = [family.fundamental_hz for family in segment.families]
+    candidates += [family.fundamental_hz for item in neighbours for family in item.families
+                   if segment.family_near(family.fundamental_hz) is None]
+    if len(neighbours) < MIN_HOLD_SEGMENTS or not candidates:
         return nothing
-    # Where loud music hid the hum in this segment, the neighbours say where it is.
-    reference_hz = segment.fundamental_hz if segment.fundamental_hz is not None else float(np.median(found))
-    same = [_same_hum(item.fundamental_hz, reference_hz) for item in neighbours]
-    held = np.mean([item.lines & agrees for item, agrees in zip(neighbours, same)], axis=0) >= HOLD_FRACTION
-    # Hum is a family of lines; a lone steady line at a harmonic is more often a note's partial.
-    held &= held.sum(axis=-1, keepdims=True) >= MIN_LINES
+    reference_hz, held = max(((hz, _held_lines(neighbours, hz)) for hz in candidates),
+                             key=lambda pair: np.count_nonzero(pair[1]))
     held[:, _harmonic_count(reference_hz, sample_rate):] = False
     orders = np.flatnonzero(held.any(axis=0)) + 1
     if not len(orders):
         return nothing
+    if segment.family_near(reference_hz) is None:
+        reference_hz = float(np.median([family.fundamental_hz for item in neighbours
+                                        if (family := item.family_near(reference_hz)) is not None]))
     held = held[:, orders - 1]
     cosine, sine = _phasors(_track_cycles(segments, index, reference_hz, sample_rate), orders)
     window = _hann(length)
@@ -215,8 +243,14 @@ def held_hum(segments: list[_Segment], index: int, audio: np.ndarray,
     return hum, reference_hz
 
 
-def _same_hum(fundamental_hz: float | None, reference_hz: float) -> bool:
-    return fundamental_hz is not None and abs(fundamental_hz / reference_hz - 1) <= SAME_HUM_FRACTION
+def _held_lines(neighbours: list[_Segment], reference_hz: float) -> np.ndarray:
+    """Which harmonics of the family at ``reference_hz`` looked like hum in :data:`HOLD_FRACTION` of
+    ``neighbours``, ``(channels, MAX_HARMONICS)``; none in a channel where fewer than :data:`MIN_LINES` did."""
+    counts = sum((family.lines.astype(int) for item in neighbours
+                  if (family := item.family_near(reference_hz)) is not None), start=np.zeros(1, int))
+    held = counts >= HOLD_FRACTION * len(neighbours)
+    # Hum is a family of lines; a lone steady line at a harmonic is more often a note's partial.
+    return held & (held.sum(axis=-1, keepdims=True) >= MIN_LINES)
 
 
 def _track_cycles(segments: list[_Segment], index: int, reference_hz: float, sample_rate: int) -> np.ndarray:
@@ -229,8 +263,8 @@ def _track_cycles(segments: list[_Segment], index: int, reference_hz: float, sam
     """
     segment = segments[index]
     nearby = sorted(segments[max(0, index - 2): index + 3], key=lambda item: abs(item.start - segment.start))
-    points = [((item.start - segment.start) / sample_rate, item.fundamental_hz)
-              for item in nearby if _same_hum(item.fundamental_hz, reference_hz)][:3]
+    points = [((item.start - segment.start) / sample_rate, family.fundamental_hz)
+              for item in nearby if (family := item.family_near(reference_hz)) is not None][:3]
     if not points:
         points = [(0.0, reference_hz)]
     times, frequencies = np.array(points).T
@@ -299,7 +333,8 @@ class HumRemover:
     """Streaming hum removal for float ``(channels, n)`` blocks at one rate.
 
     ``process(block)`` returns the samples that are final (the output lags the input by about
-    ``HOLD_SEGMENTS + 2`` half-segments, 4.5 s at 44.1 kHz); ``finish()`` returns the rest.
+    ``HOLD_SEGMENTS + 2`` half-segments, 4.5 s at 44.1 kHz, and by up to 6.7 s at the start);
+    ``finish()`` returns the rest.
     Concatenated, the output has exactly the input's length. Memory stays flat however long the stream.
     """
 
@@ -336,7 +371,7 @@ class HumRemover:
         self._weight = np.pad(self._weight, (0, block.shape[1]))
         while self._analysed * self.hop + self.segment <= self._total:
             self._analyse(self._analysed * self.hop)
-        self._decide(until=self._analysed - HOLD_SEGMENTS)
+        self._decide(until=self._analysed - HOLD_SEGMENTS if self._analysed >= HOLD_WINDOW else 0)
         undecided = self._decided - self._first_segment
         return self._emit(self._segments[undecided].start if self._decided < self._analysed else self._emitted)
 
@@ -383,8 +418,8 @@ class HumRemover:
                 self._hum[:, offset: offset + self.segment] += hum * self._crossfade
             self._weight[offset: offset + self.segment] += self._crossfade
             self._decided += 1
-        # Later decisions read back at most HOLD_SEGMENTS segments; older fits would pile up over an hour.
-        stale = max(0, self._decided - HOLD_SEGMENTS - self._first_segment)
+        # Later decisions read back at most HOLD_WINDOW - 1 segments; older ones would pile up over an hour.
+        stale = max(0, self._decided - (HOLD_WINDOW - 1) - self._first_segment)
         self._segments = self._segments[stale:]
         self._first_segment += stale
 
