@@ -185,9 +185,13 @@ def _steady_lines(segment: np.ndarray, spectrum: np.ndarray, coarse_hz: float,
     lines, prominence = lines[:, orders - 1], prominence[:, orders - 1]
     if len(orders) < MIN_LINES:
         return None
-    cosine, sine = _phasors(coarse_hz * np.arange(length) / sample_rate, orders)  # (orders, samples)
-    first, second = (_demodulate(segment[:, part] * _hann(half), cosine[:, part], sine[:, part])
-                     for part in (slice(0, half), slice(half, 2 * half)))  # (channels, orders)
+    # Both halves against one table (half the trigonometry); the harmonic's own turn over half a segment is
+    # then taken out of the second, so that what is left is a line's turn against the harmonic.
+    cosine, sine = _phasors(coarse_hz * _sample_index(half) / sample_rate, orders)  # (orders, half)
+    halves = (segment[:, :2 * half].reshape(channels, 2, half) * _hann(half)).reshape(2 * channels, half)
+    first, second = _demodulate(halves, cosine, sine).reshape(channels, 2, -1).transpose(1, 0, 2)  # (channels, orders)
+    cycles = coarse_hz * orders * half / sample_rate
+    second = second * np.exp(-2j * np.pi * (cycles - np.rint(cycles)))
     lines &= (np.abs(second) < 2 * np.abs(first)) & (np.abs(first) < 2 * np.abs(second))
     # Each line's turn implies an offset of the fundamental (a line within 0.34 Hz of the family turns by
     # less than π/2); the robust fit makes a music partial near one harmonic an outlier.
@@ -269,7 +273,7 @@ def _track_cycles(segments: list[_Segment], index: int, reference_hz: float, sam
         points = [(0.0, reference_hz)]
     times, frequencies = np.array(points).T
     frequency = np.polyfit(times, frequencies, len(points) - 1)  # Hz as a polynomial in seconds from the centre
-    seconds = (np.arange(segment.length) - segment.length / 2) / sample_rate
+    seconds = (_sample_index(segment.length) - segment.length / 2) / sample_rate
     return np.polyval(np.polyint(frequency), seconds)
 
 
@@ -319,6 +323,14 @@ def _neighbourhood_level(spectrum: np.ndarray, centre_bins: np.ndarray, bins_per
         return np.median(spectrum[:, picks], axis=-1)
     gathered = np.where(inside, spectrum[:, np.clip(picks, 0, spectrum.shape[-1] - 1)], np.nan)
     return np.nanmedian(gathered, axis=-1)
+
+
+@functools.lru_cache(maxsize=4)
+def _sample_index(length: int) -> np.ndarray:
+    """``0 … length - 1`` ``(length,)`` float64, read-only: every full segment reuses it."""
+    index = np.arange(length, dtype=np.float64)
+    index.flags.writeable = False
+    return index
 
 
 @functools.lru_cache(maxsize=4)
