@@ -116,6 +116,16 @@ def test_a_sustained_bass_line_near_55_hz_is_not_hum(note_s):
     np.testing.assert_array_equal(_run(audio, block=RATE), audio)
 
 
+def test_bass_chords_held_for_seconds_are_not_hum():
+    # Two-note chords in 45-65 Hz, each held 7 s with steady partials, as game and organ music holds them.
+    samples = 21 * RATE
+    music = _music(samples, np.random.default_rng(9))
+    for notes_hz in ([49.0, 51.91, 61.74], [54.6, 46.25, 58.27]):
+        music += _bass_line(samples, notes_hz, note_s=7.0)
+    audio = music[None].astype(np.float32)
+    np.testing.assert_array_equal(_run(audio, block=RATE), audio)
+
+
 @pytest.mark.parametrize("hum_hz, found_hz", [(50.0, 50.0), (60.0, 60.0), (48.5, 48.5), (63.17, 63.2), (None, None)])
 def test_the_stage_reports_the_fundamental_it_took_out(hum_hz, found_hz):
     samples = 8 * RATE

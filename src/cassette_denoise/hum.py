@@ -48,8 +48,11 @@ PROMINENCE_DB = 10.0
 NEIGHBOURHOOD_HZ = (2.0, 6.0)  # where the spectrum around a line is measured, either side
 MAX_PHASE_TURN_RAD = 0.5  # between a segment's halves, after the family's turn: a line within ~0.1 Hz of it
 MIN_LINES = 3  # harmonics of one fundamental that must hold, per channel, before any is removed
-HOLD_SEGMENTS = 4  # segments each side (hop 0.74 s) over which a line must hold
-HOLD_WINDOW = 2 * HOLD_SEGMENTS + 1  # near a file's ends, the window of segments shifts inwards
+HOLD_SEGMENTS = 4  # segments each side (hop 0.74 s) over which a line at the mains frequency must hold
+#: Off the mains frequency a family must hold longer: a bass chord is held for 7 s often enough.
+OFF_SPEED_HOLD_SEGMENTS = 10
+MAINS_HZ = (50.0, 60.0)
+MAINS_TOLERANCE = 0.005  # relative: the grid's own wander; the nearest equal-tempered notes lie 2 % away
 HOLD_FRACTION = 0.6
 MIN_HOLD_SEGMENTS = 3  # a file shorter than this many segments (~2.2 s) is left alone
 MAX_FAMILIES = 2  # line families searched per segment: hum, and a bass note over it
@@ -216,19 +219,16 @@ def held_hum(segments: list[_Segment], index: int, audio: np.ndarray,
     harmonics that held over the neighbouring ``segments``, fitted along the hum's phase (zeros where none
     held), and the fundamental there (``None`` where none held)."""
     segment = segments[index]
-    # A full window even at a file's ends: a note held for its first 2.5 s is not hum either.
-    first = max(0, min(index - HOLD_SEGMENTS, len(segments) - HOLD_WINDOW))
-    neighbours = segments[first: first + HOLD_WINDOW]
     channels, length = audio.shape
     nothing = np.zeros((channels, length), np.float32), None
     # The segment's own families first; where loud music hid the hum here, the neighbours say where it is.
     candidates = [family.fundamental_hz for family in segment.families]
-    candidates += [family.fundamental_hz for item in neighbours for family in item.families
-                   if segment.family_near(family.fundamental_hz) is None]
-    if len(neighbours) < MIN_HOLD_SEGMENTS or not candidates:
+    candidates += [family.fundamental_hz for item in _window(segments, index, OFF_SPEED_HOLD_SEGMENTS)
+                   for family in item.families if segment.family_near(family.fundamental_hz) is None]
+    if len(segments) < MIN_HOLD_SEGMENTS or not candidates:
         return nothing
-    reference_hz, held = max(((hz, _held_lines(neighbours, hz)) for hz in candidates),
-                             key=lambda pair: np.count_nonzero(pair[1]))
+    reference_hz, held, neighbours = max(((hz, *_held_lines(segments, index, hz)) for hz in candidates),
+                                         key=lambda found: np.count_nonzero(found[1]))
     held[:, _harmonic_count(reference_hz, sample_rate):] = False
     orders = np.flatnonzero(held.any(axis=0)) + 1
     if not len(orders):
@@ -247,14 +247,25 @@ def held_hum(segments: list[_Segment], index: int, audio: np.ndarray,
     return hum, reference_hz
 
 
-def _held_lines(neighbours: list[_Segment], reference_hz: float) -> np.ndarray:
-    """Which harmonics of the family at ``reference_hz`` looked like hum in :data:`HOLD_FRACTION` of
-    ``neighbours``, ``(channels, MAX_HARMONICS)``; none in a channel where fewer than :data:`MIN_LINES` did."""
+def _window(segments: list[_Segment], index: int, reach: int) -> list[_Segment]:
+    """The ``2 · reach + 1`` segments around ``segments[index]``; a full window even at a file's ends (a
+    note held for its first 2.5 s is not hum either), so there it shifts inwards."""
+    first = max(0, min(index - reach, len(segments) - (2 * reach + 1)))
+    return segments[first: first + 2 * reach + 1]
+
+
+def _held_lines(segments: list[_Segment], index: int, reference_hz: float) -> tuple[np.ndarray, list[_Segment]]:
+    """Which harmonics of the family at ``reference_hz`` looked like hum in :data:`HOLD_FRACTION` of the
+    segments around ``segments[index]``, ``(channels, MAX_HARMONICS)`` (none in a channel where fewer than
+    :data:`MIN_LINES` did), and those segments: :data:`HOLD_SEGMENTS` either side at the mains
+    frequency, :data:`OFF_SPEED_HOLD_SEGMENTS` off it."""
+    at_mains = any(abs(reference_hz / mains - 1) <= MAINS_TOLERANCE for mains in MAINS_HZ)
+    neighbours = _window(segments, index, HOLD_SEGMENTS if at_mains else OFF_SPEED_HOLD_SEGMENTS)
     counts = sum((family.lines.astype(int) for item in neighbours
                   if (family := item.family_near(reference_hz)) is not None), start=np.zeros(1, int))
     held = counts >= HOLD_FRACTION * len(neighbours)
     # Hum is a family of lines; a lone steady line at a harmonic is more often a note's partial.
-    return held & (held.sum(axis=-1, keepdims=True) >= MIN_LINES)
+    return held & (held.sum(axis=-1, keepdims=True) >= MIN_LINES), neighbours
 
 
 def _track_cycles(segments: list[_Segment], index: int, reference_hz: float, sample_rate: int) -> np.ndarray:
@@ -345,7 +356,7 @@ class HumRemover:
     """Streaming hum removal for float ``(channels, n)`` blocks at one rate.
 
     ``process(block)`` returns the samples that are final (the output lags the input by about
-    ``HOLD_SEGMENTS + 2`` half-segments, 4.5 s at 44.1 kHz, and by up to 6.7 s at the start);
+    ``OFF_SPEED_HOLD_SEGMENTS + 2`` half-segments, 8.9 s at 44.1 kHz, and by up to 16 s at the start);
     ``finish()`` returns the rest.
     Concatenated, the output has exactly the input's length. Memory stays flat however long the stream.
     """
@@ -383,7 +394,8 @@ class HumRemover:
         self._weight = np.pad(self._weight, (0, block.shape[1]))
         while self._analysed * self.hop + self.segment <= self._total:
             self._analyse(self._analysed * self.hop)
-        self._decide(until=self._analysed - HOLD_SEGMENTS if self._analysed >= HOLD_WINDOW else 0)
+        reach = OFF_SPEED_HOLD_SEGMENTS
+        self._decide(until=self._analysed - reach if self._analysed >= 2 * reach + 1 else 0)
         undecided = self._decided - self._first_segment
         return self._emit(self._segments[undecided].start if self._decided < self._analysed else self._emitted)
 
@@ -430,8 +442,9 @@ class HumRemover:
                 self._hum[:, offset: offset + self.segment] += hum * self._crossfade
             self._weight[offset: offset + self.segment] += self._crossfade
             self._decided += 1
-        # Later decisions read back at most HOLD_WINDOW - 1 segments; older ones would pile up over an hour.
-        stale = max(0, self._decided - (HOLD_WINDOW - 1) - self._first_segment)
+        # Later decisions read back at most 2 · OFF_SPEED_HOLD_SEGMENTS segments; older ones would pile up
+        # over an hour.
+        stale = max(0, self._decided - 2 * OFF_SPEED_HOLD_SEGMENTS - self._first_segment)
         self._segments = self._segments[stale:]
         self._first_segment += stale
 
