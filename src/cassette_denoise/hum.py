@@ -409,11 +409,11 @@ class HumRemover:
     @property
     def found_hz(self) -> float | None:
         """The hum fundamental taken out so far, Hz to :data:`FOUND_RESOLUTION_HZ`: the mean over the
-        segments it was taken out of, within :data:`SAME_HUM_FRACTION` of where most were (so a tape
-        that hums at two speeds reports the one it hums at longest); ``None`` if none was."""
+        segments it was taken out of, within 1 % (a drift's swing) of where most were, so a tape that hums
+        at two speeds reports the one it hums at longest; ``None`` if none was."""
         if not self._found_counts.any():
             return None
-        width = int(round(SAME_HUM_FRACTION * np.mean(FUNDAMENTAL_HZ) / FOUND_RESOLUTION_HZ))
+        width = int(round(0.01 * np.mean(FUNDAMENTAL_HZ) / FOUND_RESOLUTION_HZ))
         box = np.ones(2 * width + 1)
         centre = int(np.argmax(np.convolve(self._found_counts, box, mode="same")))
         around = slice(max(0, centre - width), centre + width + 1)
