@@ -55,6 +55,8 @@ MAINS_HZ = (50.0, 60.0)
 MAINS_TOLERANCE = 0.005  # relative: the grid's own wander; the nearest equal-tempered notes lie 2 % away
 HOLD_FRACTION = 0.6
 MIN_HOLD_SEGMENTS = 3  # a file shorter than this many segments (~2.2 s) is left alone
+LEVEL_TOLERANCE_DB = 4.0  # a line holds where its level lies this close to its median over the window
+_ABSENT_DB = -1000.0
 MAX_FAMILIES = 2  # line families searched per segment: hum, and a bass note over it
 SAME_HUM_FRACTION = 0.03  # neighbouring fundamentals this close (relative) belong to the same hum
 FOUND_RESOLUTION_HZ = 0.1  # found_hz is reported to this; round(..., 1) below
@@ -62,11 +64,12 @@ FOUND_RESOLUTION_HZ = 0.1  # found_hz is reported to this; round(..., 1) below
 
 @dataclass(frozen=True)
 class _Family:
-    """A family of steady lines found in one segment: its fundamental, and which of its harmonics looked
-    like hum there, ``(channels, MAX_HARMONICS)``."""
+    """A family of steady lines found in one segment: its fundamental, which of its harmonics looked like
+    hum there, and their levels (in the demodulation's own units), ``(channels, MAX_HARMONICS)`` each."""
 
     fundamental_hz: float
     lines: np.ndarray
+    levels: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -210,7 +213,9 @@ def _steady_lines(segment: np.ndarray, spectrum: np.ndarray, coarse_hz: float,
         return None
     found = np.zeros((channels, MAX_HARMONICS), bool)
     found[:, orders - 1] = lines
-    return _Family(coarse_hz + offset_hz, found)
+    levels = np.zeros((channels, MAX_HARMONICS))
+    levels[:, orders - 1] = np.abs(first) + np.abs(second)
+    return _Family(coarse_hz + offset_hz, found, levels)
 
 
 def held_hum(segments: list[_Segment], index: int, audio: np.ndarray,
@@ -255,15 +260,27 @@ def _window(segments: list[_Segment], index: int, reach: int) -> list[_Segment]:
 
 
 def _held_lines(segments: list[_Segment], index: int, reference_hz: float) -> tuple[np.ndarray, list[_Segment]]:
-    """Which harmonics of the family at ``reference_hz`` looked like hum in :data:`HOLD_FRACTION` of the
-    segments around ``segments[index]``, ``(channels, MAX_HARMONICS)`` (none in a channel where fewer than
-    :data:`MIN_LINES` did), and those segments: :data:`HOLD_SEGMENTS` either side at the mains
-    frequency, :data:`OFF_SPEED_HOLD_SEGMENTS` off it."""
+    """Which harmonics of the family at ``reference_hz`` looked like hum, at one level, in
+    :data:`HOLD_FRACTION` of the segments around ``segments[index]``, ``(channels, MAX_HARMONICS)`` (none
+    in a channel where fewer than :data:`MIN_LINES` did), and those segments: :data:`HOLD_SEGMENTS` either
+    side at the mains frequency, :data:`OFF_SPEED_HOLD_SEGMENTS` off it.
+
+    The level matters: hum's lines keep theirs within a decibel for minutes, where a held bass note
+    decays by 3-4 dB a second and the next voice on the same note has partials 20 dB apart.
+    """
     at_mains = any(abs(reference_hz / mains - 1) <= MAINS_TOLERANCE for mains in MAINS_HZ)
     neighbours = _window(segments, index, HOLD_SEGMENTS if at_mains else OFF_SPEED_HOLD_SEGMENTS)
-    counts = sum((family.lines.astype(int) for item in neighbours
-                  if (family := item.family_near(reference_hz)) is not None), start=np.zeros(1, int))
-    held = counts >= HOLD_FRACTION * len(neighbours)
+    families = [family for item in neighbours if (family := item.family_near(reference_hz)) is not None]
+    if not families:
+        return np.zeros((1, MAX_HARMONICS), bool), neighbours
+    # Line levels in dB, far below anything where a segment has no line (or no family, as far as the median
+    # is concerned): the median is a line's level only where it was a line in most of the window.
+    absent = np.full_like(families[0].levels, _ABSENT_DB)
+    levels_db = np.stack([np.where(family.lines, 20 * np.log10(family.levels + 1e-30), _ABSENT_DB)
+                          for family in families] + [absent] * (len(neighbours) - len(families)))
+    typical_db = np.median(levels_db, axis=0)  # (channels, MAX_HARMONICS)
+    steady = np.abs(levels_db - typical_db) <= LEVEL_TOLERANCE_DB
+    held = np.count_nonzero(steady & (levels_db > _ABSENT_DB), axis=0) >= HOLD_FRACTION * len(neighbours)
     # Hum is a family of lines; a lone steady line at a harmonic is more often a note's partial.
     return held & (held.sum(axis=-1, keepdims=True) >= MIN_LINES), neighbours
 
