@@ -126,6 +126,14 @@ def test_bass_chords_held_for_seconds_are_not_hum():
     np.testing.assert_array_equal(_run(audio, block=RATE), audio)
 
 
+def test_a_steady_note_an_octave_above_the_hum_range_is_not_hum():
+    # 98.4 Hz with its harmonics, steady for 15 s: the even harmonics of 49.2 Hz, but no odd one.
+    samples = 15 * RATE
+    note = _bass_line(samples, [98.4], note_s=15.0)
+    audio = (_music(samples, np.random.default_rng(11)) + note)[None].astype(np.float32)
+    np.testing.assert_array_equal(_run(audio, block=RATE), audio)
+
+
 @pytest.mark.parametrize("hum_hz, found_hz", [(50.0, 50.0), (60.0, 60.0), (48.5, 48.5), (63.17, 63.2), (None, None)])
 def test_the_stage_reports_the_fundamental_it_took_out(hum_hz, found_hz):
     samples = 8 * RATE

@@ -282,7 +282,10 @@ def _held_lines(segments: list[_Segment], index: int, reference_hz: float) -> tu
     steady = np.abs(levels_db - typical_db) <= LEVEL_TOLERANCE_DB
     held = np.count_nonzero(steady & (levels_db > _ABSENT_DB), axis=0) >= HOLD_FRACTION * len(neighbours)
     # Hum is a family of lines; a lone steady line at a harmonic is more often a note's partial.
-    return held & (held.sum(axis=-1, keepdims=True) >= MIN_LINES), neighbours
+    held &= held.sum(axis=-1, keepdims=True) >= MIN_LINES
+    if not at_mains:  # even harmonics alone are a note an octave up, at 90-130 Hz
+        held &= held[:, ::2].any(axis=-1, keepdims=True)
+    return held, neighbours
 
 
 def _track_cycles(segments: list[_Segment], index: int, reference_hz: float, sample_rate: int) -> np.ndarray:
