@@ -154,6 +154,22 @@ def test_output_has_the_input_length_and_does_not_depend_on_the_block_size(block
     np.testing.assert_allclose(out, _run(audio, block=samples), atol=1e-7, rtol=0)
 
 
+def test_memory_stays_flat_however_long_the_stream():
+    remover = HumRemover(channels=1, sample_rate=RATE)
+    rng = np.random.default_rng(12)
+    held = []
+    for second in range(60):
+        t = np.arange(second * RATE, (second + 1) * RATE) / RATE
+        block = sum(1e-3 * np.sin(2 * np.pi * hz * t) for hz in (48.5, 145.5, 242.5))
+        remover.process((block + 1e-4 * rng.standard_normal(RATE))[None])
+        held.append((remover._audio.shape[1], len(remover._segments)))
+    # After the first window's worth (~16 s) the buffers stop growing.
+    samples_held, segments_held = np.array(held).T
+    assert samples_held[30:].max() <= samples_held[:30].max()
+    assert segments_held[30:].max() <= segments_held[:30].max()
+    assert remover.found_hz == 48.5
+
+
 def test_audio_too_short_to_tell_passes_unchanged():
     audio = (_music(2 * RATE, np.random.default_rng(3)) + _hum(2 * RATE, 50.0))[None].astype(np.float32)
     np.testing.assert_array_equal(_run(audio, block=RATE), audio)

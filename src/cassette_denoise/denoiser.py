@@ -235,7 +235,7 @@ class DenoiseStream:
 
     ``process(block)`` takes float ``(channels, n)`` and returns the output that is already final,
     ``(channels, m)``; ``finish()`` returns the rest. Output is delayed by up to about one tile
-    (≈ 6 s) plus the hum stage's 4.5 s but, concatenated, has exactly the input's length.
+    (≈ 6 s) plus the hum stage's 9 s but, concatenated, has exactly the input's length.
     """
 
     def __init__(self, denoiser: Denoiser, *, channels: int, sample_rate: int, strength_db: float,

@@ -18,15 +18,17 @@ Each segment of :data:`SEGMENT_SAMPLES` (half-overlapping) is analysed on its ow
 3. **steadiness**: a line counts as hum there when it turns with the family (within
    :data:`MAX_PHASE_TURN_RAD` of the common fit) and keeps its level between the halves.
 
-That alone is not enough: music holds a note with harmonic partials, or a partial near some line, for a
-second often enough. Hum does not come and go with the notes, so a harmonic is removed from a segment
-only if it looked like hum in :data:`HOLD_FRACTION` of the segments within :data:`HOLD_SEGMENTS` on
-either side (about 3 s each way) whose fundamental lies within :data:`SAME_HUM_FRACTION` of this one's
-(drift moves hum less; a bass line moves by semitones, 6 %), and at least :data:`MIN_LINES` harmonics
-do. Each such segment is then fitted along the hum's own phase: the fundamental's frequency runs through
-the estimates of the segment and its two neighbours (a parabola, centre to centre) and its integral is
-every harmonic's phase, so a drifting line stays in phase across the segment. The fitted tones are
-cross-faded between segments and subtracted.
+That alone is not enough: music holds a note with harmonic partials, or a partial near some line, for
+seconds often enough. Hum does not come and go with the notes, and its level does not change, so a
+harmonic is removed from a segment only if it looked like hum, within :data:`LEVEL_TOLERANCE_DB` of its
+median level, in :data:`HOLD_FRACTION` of the segments around it whose fundamental lies within
+:data:`SAME_HUM_FRACTION` of this one's (drift moves hum less; a bass line moves by semitones, 6 %), and
+at least :data:`MIN_LINES` harmonics do. Around means :data:`HOLD_SEGMENTS` either side (about 3 s) at
+50 or 60 Hz, where hum is likely, and :data:`OFF_SPEED_HOLD_SEGMENTS` (about 7 s) off them, where a bass
+chord is as likely; there a family also needs an odd harmonic. Each such segment is then fitted along
+the hum's own phase: the fundamental's frequency runs through the estimates of the segment and its two
+neighbours (a parabola, centre to centre) and its integral is every harmonic's phase, so a drifting line
+stays in phase across the segment. The fitted tones are cross-faded between segments and subtracted.
 """
 
 from __future__ import annotations
