@@ -116,7 +116,8 @@ def _search_fundamentals(spectrum: np.ndarray, *, length: int, sample_rate: int)
     peak = magnitude > around * 10 ** (PROMINENCE_DB / 20)
     peak[1:-1] &= (magnitude[1:-1] >= magnitude[:-2]) & (magnitude[1:-1] >= magnitude[2:])
     # Each line counts by how far it stands out, up to a cap: a family of lines, not one loud partial.
-    prominence_db = np.where(peak, np.minimum(20 * np.log10(magnitude / around + 1e-30), _CAP_DB), 0.0)
+    ratio = magnitude / np.maximum(around, 1e-30)  # digital silence has no neighbourhood
+    prominence_db = np.where(peak, np.minimum(20 * np.log10(ratio + 1e-30), _CAP_DB), 0.0)
     found = []
     for _ in range(MAX_FAMILIES):
         met = np.maximum(prominence_db[below], prominence_db[above]) * valid  # (candidates, harmonics)
@@ -153,7 +154,8 @@ def _robust_fit(implied_hz: np.ndarray, orders: np.ndarray, weights: np.ndarray,
     keep = np.abs(implied_hz - median) * orders <= tolerance_hz
     if not keep.any():  # lines that agree on nothing: the caller's tests will find no family
         return float(median)
-    return float(np.sum(weights[keep] * orders[keep] ** 2 * implied_hz[keep]) / np.sum(weights[keep] * orders[keep] ** 2))
+    weights = weights[keep] * orders[keep] ** 2
+    return float(np.sum(weights * implied_hz[keep]) / np.sum(weights))
 
 
 _CAP_DB = 30.0  # a line's weight in the search and the fits stops growing here
@@ -187,7 +189,8 @@ def _steady_lines(segment: np.ndarray, spectrum: np.ndarray, coarse_hz: float,
     half, bins_per_hz = length // 2, length / sample_rate
     orders = np.arange(1, _harmonic_count(coarse_hz, sample_rate) + 1)
     centres = coarse_hz * orders * bins_per_hz
-    prominence = _peak_level(spectrum, centres) / _neighbourhood_level(spectrum, centres, bins_per_hz)
+    prominence = _peak_level(spectrum, centres) / np.maximum(_neighbourhood_level(spectrum, centres, bins_per_hz),
+                                                             1e-30)
     lines = prominence > 10 ** (PROMINENCE_DB / 20)  # (channels, harmonics)
     orders = orders[lines.any(axis=0)]
     lines, prominence = lines[:, orders - 1], prominence[:, orders - 1]
