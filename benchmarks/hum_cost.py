@@ -1,10 +1,12 @@
 """What the hum stage costs on music without hum and with it.
 
-The stage should cost in proportion to what it finds: on a tape without mains hum only the fit of each
-segment, with hum also the steadiness test and the subtraction. This times :class:`cassette_denoise.hum.HumRemover`
-alone (in the denoise command's block size, at ``--threads`` torch threads) on the synthetic 60 s test file of
-``speed.py`` as it is and with 60 Hz hum added (seven harmonics at -40 dBFS each), the two alternated for
-``--repeats`` rounds; medians and the real-time factor in ``results/hum_cost.json``.
+The stage should cost in proportion to what it finds: on a tape without hum only the search of each
+segment's spectrum, with hum also the steadiness test and the fit along the hum's phase. This times
+:class:`cassette_denoise.hum.HumRemover` alone (in the denoise command's block size, at ``--threads`` torch
+threads) on the synthetic 60 s test file of ``speed.py`` as it is, with 60 Hz hum added (seven harmonics at
+-40 dBFS each), and with off-speed hum (five harmonics of 48.5 Hz, -40 dBFS together, drifting 0.5 % at
+0.2 Hz), the three alternated for ``--repeats`` rounds; medians and the real-time factor in
+``results/hum_cost.json``.
 
     python benchmarks/hum_cost.py
 """
@@ -25,6 +27,8 @@ import _common
 HUM_DBFS = -40.0
 HUM_HZ = 60.0
 HUM_HARMONICS = 7
+OFF_SPEED_HZ = 48.5
+OFF_SPEED_DRIFT = (0.5, 0.2)  # percent, Hz
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     music, sample_rate = read_audio(_common.input_file(args.duration_s, folder=args.cache_dir))
     t = np.arange(music.shape[1]) / sample_rate
     hum = sum(10 ** (HUM_DBFS / 20) * np.cos(2 * np.pi * HUM_HZ * k * t + k) for k in range(1, HUM_HARMONICS + 1))
-    inputs = {"no hum": music, f"{HUM_HZ:g} Hz hum": (music + hum).astype(np.float32)}
+    inputs = {"no hum": music, f"{HUM_HZ:g} Hz hum": (music + hum).astype(np.float32),
+              f"{OFF_SPEED_HZ:g} Hz drifting hum": (music + off_speed_hum(music.shape, sample_rate)).astype(np.float32)}
     times: dict[str, list[float]] = {name: [] for name in inputs}
     removed = {}
     for _ in range(args.repeats):
@@ -65,9 +70,20 @@ def main(argv: list[str] | None = None) -> int:
     }
     _common.write_json(args.out, document)
     for row in rows:
-        print(f"{row['input']:<12} {row['median_s']:.3f} s  rtf {row['rtf']:.4f}  removed rms {row['removed_rms']:.2e}",
+        print(f"{row['input']:<24} {row['median_s']:.3f} s  rtf {row['rtf']:.4f}  removed rms {row['removed_rms']:.2e}",
               file=sys.stderr)
     return 0
+
+
+def off_speed_hum(shape: tuple[int, int], sample_rate: int) -> np.ndarray:
+    """Off-speed hum ``shape`` ``(channels, samples)``: the same draw every run."""
+    from cassette_denoise.simulate.families import OffSpeedHum, TonalLines
+
+    drift_percent, drift_hz = OFF_SPEED_DRIFT
+    params = OffSpeedHum.sample_params(np.random.default_rng(0), fundamental_hz=(OFF_SPEED_HZ,) * 2,
+                                       level_dbfs=(HUM_DBFS,) * 2, drift_percent=(drift_percent,) * 2,
+                                       drift_hz=(drift_hz,) * 2)
+    return TonalLines.render(params, channels=shape[0], samples=shape[1], sample_rate=sample_rate)
 
 
 def run_stage(audio: np.ndarray, sample_rate: int, *, block_frames: int) -> np.ndarray:

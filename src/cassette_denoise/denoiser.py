@@ -2,7 +2,7 @@
 
 The signal path (the seed's, with its flaws fixed):
 
-1. resample to 44.1 kHz (soxr) if needed, and subtract mains hum that holds over several seconds
+1. resample to 44.1 kHz (soxr) if needed, and subtract hum (45–65 Hz and harmonics) that holds over several seconds
    (:mod:`cassette_denoise.hum`; a 43 Hz bin cannot take it out without the bass);
 2. STFT (512 bins, hop 512), magnitude → dB against a fixed full-scale reference → ``[-1, 1]``;
 3. tiles of 512 frames overlapping by TILE_OVERLAP_FRAMES; the model predicts a 0-1 mask per tile;
@@ -82,7 +82,7 @@ class FileResult:
     peak_dbfs: float
     #: Samples beyond full scale that had to be clipped to fit an integer output format.
     clipped_samples: int
-    #: The mains frequency whose hum the hum stage took out (``None``: none, or the stage was off).
+    #: The hum fundamental the hum stage took out, Hz to 0.1 Hz (``None``: none, or the stage was off).
     hum_hz: float | None = None
 
 
@@ -257,7 +257,7 @@ class DenoiseStream:
 
     ``process(block)`` takes float ``(channels, n)`` and returns the output that is already final,
     ``(channels, m)``; ``finish()`` returns the rest. Output is delayed by up to about one tile
-    (≈ 6 s) plus the hum stage's 4.5 s but, concatenated, has exactly the input's length.
+    (≈ 6 s) plus the hum stage's 9 s but, concatenated, has exactly the input's length.
 
     ``noise_floor`` (see :meth:`Denoiser.noise_floor`; checked by
     :func:`cassette_denoise.front.check_noise_floor`) is the model's noise-floor input for every tile
@@ -296,7 +296,7 @@ class DenoiseStream:
 
     @property
     def hum_hz(self) -> float | None:
-        """The mains frequency whose hum the hum stage has taken out (see :attr:`~cassette_denoise.hum.HumRemover.found_hz`)."""
+        """The hum fundamental the hum stage has taken out (see :attr:`~cassette_denoise.hum.HumRemover.found_hz`)."""
         return self._front.hum_hz
 
 

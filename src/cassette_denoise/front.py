@@ -47,7 +47,7 @@ class ModelFront:
 
     @property
     def hum_hz(self) -> float | None:
-        """The mains frequency whose hum the hum stage has taken out (see :attr:`HumRemover.found_hz`)."""
+        """The hum fundamental the hum stage has taken out (see :attr:`HumRemover.found_hz`)."""
         return None if self._hum is None else self._hum.found_hz
 
     def _dehum(self, block: np.ndarray) -> np.ndarray:

@@ -50,7 +50,8 @@ def add_denoise_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strength-db", type=float, default=DEFAULT_STRENGTH_DB,
                         help=f"maximum attenuation in dB; lower keeps more natural hiss (default {DEFAULT_STRENGTH_DB:g})")
     parser.add_argument("--keep-hum", action="store_true",
-                        help="skip the mains-hum stage (50/60 Hz harmonics that hold for seconds are subtracted by default)")
+                        help="skip the hum stage (by default, hum with a 45-65 Hz fundamental that holds for seconds "
+                             "is subtracted with its harmonics)")
     parser.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
     parser.add_argument("--subtype", help="output subtype, e.g. PCM_16, PCM_24, FLOAT (default: the input's). "
                                           "Integer subtypes clip samples beyond full scale (reported); FLOAT keeps them")
