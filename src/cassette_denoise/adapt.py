@@ -68,15 +68,15 @@ class AdaptConfig:
     min_noise_s: float = MIN_TOTAL_S
     #: Share of training examples whose only noise is the user's; the rest are the recipe's own
     #: simulator examples, so the model keeps what it knew.
-    recorded_noise_share: float = 0.75
+    recorded_noise_share: float = 0.85
     #: Music-to-noise ratios of those examples, dB.
     noise_snr_db: tuple[float, float] = (0.0, 35.0)
     #: One rate throughout: a fine-tune of a few hundred steps has no time to anneal, and the weight
     #: average does what a decaying rate would.
-    learning_rate: float = 5e-4
+    learning_rate: float = 1.5e-3
     warmup_steps: int = 20
-    #: Spans about the last 100 steps.
-    weight_average_decay: float = 0.99
+    #: Spans about the last 50 steps.
+    weight_average_decay: float = 0.98
     validate_every_steps: int = 50
     score_snrs_db: tuple[float, ...] = (0.0, 10.0, 20.0)
     score_pairs_per_snr: int = 4
@@ -167,9 +167,9 @@ def adapt(noise_paths: list[str | os.PathLike], output: str | os.PathLike, *, mu
             max_steps=max_steps, threads=threads, seed=seed, device=device,
             max_minutes=_training_minutes(run_dir, deadline - time.monotonic() - 1.5 * scoring_s - FINISH_MARGIN_S,
                                           resume=resume))
+        stage("training")
         if on_training:
             on_training(train_config.max_minutes * 60 - _elapsed_s(run_dir, resume=resume))
-        stage("training")
         state = train(train_config, resume=resume, on_step=on_step)
         adapted, _ = load_model(run_dir / "best.safetensors")
         stage("scoring the adapted model")
