@@ -154,7 +154,10 @@ def _trim_digital_silence(audio: np.ndarray) -> np.ndarray:
     if loud.size == 0:
         return audio[:, :0]
     end = audio.shape[1] if loud[-1] == count - 1 else (loud[-1] + 1) * block
-    return audio[:, loud[0] * block: end]
+    kept = audio[:, loud[0] * block: end]
+    # Within the outer blocks, to the sample: the first and last above the silence level.
+    audible = np.flatnonzero(np.abs(kept).max(axis=0) >= 10 ** (SILENT_BELOW_DBFS / 20))
+    return kept[:, audible[0]: audible[-1] + 1] if audible.size else kept
 
 
 def _rms_dbfs(audio: np.ndarray) -> float:
