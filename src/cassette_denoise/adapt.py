@@ -52,7 +52,7 @@ CACHE_FOLDER = Path("cassette-denoise") / "adapt-music"
 #: Steps a run may take when only the time limit stops it.
 UNLIMITED_STEPS = 1_000_000
 #: Time kept back from training besides the second scoring: the loop's last validation and the saves, s.
-FINISH_MARGIN_S = 20.0
+FINISH_MARGIN_S = 30.0
 
 
 class AdaptError(Exception):

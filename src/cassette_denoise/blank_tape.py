@@ -12,7 +12,7 @@ line. Music puts notes into some bins and takes them out again, so those bins sw
 statistic, :func:`level_spread_db`, is the :data:`BIN_QUANTILE` quantile over the bins from
 :data:`LOWEST_HZ` up of each bin's spread between its :data:`LOW_QUANTILE` and :data:`HIGH_QUANTILE`
 block levels: a click (left out of its block's power) or a dropout moves a few blocks and is passed
-over, a slow drift of a few dB stays under :data:`MAX_SPREAD_DB`, and music in more than a twentieth
+over, a slow drift of a few dB stays under :data:`MAX_SPREAD_DB`, and music in more than about a tenth
 of the recording and a tenth of the bins exceeds it.
 """
 

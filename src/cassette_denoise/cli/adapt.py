@@ -22,14 +22,16 @@ def register(subparsers) -> None:
                         help="the adapted model, NAME.safetensors (NAME.json is written beside it and the run "
                              "folder NAME.adapt/, which --resume continues)")
     music = parser.add_mutually_exclusive_group()
-    music.add_argument("--music", metavar="DIR", help="your own clean music (any format, e.g. CD rips)")
+    music.add_argument("--music", metavar="DIR",
+                       help="your own clean music (any format, e.g. CD rips); default: Bach chorales rendered once "
+                            "with FluidSynth into ~/.cache/cassette-denoise/adapt-music")
     music.add_argument("--corpus", metavar="DIR", help="a `cassette-denoise corpus` folder")
-    parser.add_argument("--model", help="the model to start from (default: the bundled model)")
-    parser.add_argument("--max-minutes", type=float, default=10.0,
+    parser.add_argument("--model", metavar="PATH", help="the model to start from (default: the bundled model)")
+    parser.add_argument("--max-minutes", type=float, default=10.0, metavar="M",
                         help="the whole command ends within this, training and scoring (default: %(default)g)")
     parser.add_argument("--max-steps", type=int, metavar="N", help="stop training after N steps in all")
     parser.add_argument("--resume", action="store_true", help="continue the run in NAME.adapt/")
-    parser.add_argument("--seed", type=int, default=0, help="seed for the examples and the held-out pairs")
+    parser.add_argument("--seed", type=int, default=0, metavar="N", help="seed for the examples and the held-out pairs")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.set_defaults(run=run)
 
