@@ -51,7 +51,8 @@ log = logging.getLogger(__name__)
 CACHE_FOLDER = Path("cassette-denoise") / "adapt-music"
 #: Steps a run may take when only the time limit stops it.
 UNLIMITED_STEPS = 1_000_000
-#: Time kept back from training besides the second scoring: the loop's last validation and the saves, s.
+#: Time kept back from training besides the second scoring, s: the loop's start (music, validation pairs)
+#: is not on its clock, and its last validation and saves come after its limit.
 FINISH_MARGIN_S = 30.0
 
 
