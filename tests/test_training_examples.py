@@ -196,3 +196,14 @@ def test_family_examples_are_the_clean_music_plus_a_family_noise_at_the_drawn_ra
 def test_unknown_noise_families_are_refused_with_the_value():
     with pytest.raises(ValueError, match="noise_family must name .*'hiss'"):
         PairConfig(noise_family=("white", "hiss"))
+
+
+def test_recorded_noise_alone_examples_are_the_clean_music_plus_the_recording_at_the_drawn_ratio(sources):
+    rng = np.random.default_rng(2)
+    recording = [(rng.standard_normal((2, 44100)) * 0.1).astype(np.float32)]
+    config = dataclasses.replace(PLAIN, recorded_noise_alone_probability=1.0, recorded_noise_snr_db=(15.0, 15.0))
+    noisy, target = fixed_examples(sources, config=config, frames=64, count=4, seed=0, noises=recording)
+    snr_db = 10 * torch.log10(target.pow(2).mean(-1) / (noisy - target).pow(2).mean(-1))
+    torch.testing.assert_close(snr_db, torch.full((4,), 15.0), atol=0.01, rtol=0)
+    without, _ = fixed_examples(sources, config=config, frames=64, count=4, seed=0)
+    assert not torch.equal(without, noisy)  # no recordings: the recipe's simulator examples instead

@@ -133,3 +133,11 @@ def test_the_train_command_names_a_missing_corpus_folder_and_a_corpus_without_va
     sf.write(tmp_path / "one" / "a.flac", music_like(2, 44100 * 2, 44100).T, 44100)  # one file: all of it is train
     assert main([*smoke, "--corpus-dir", str(tmp_path / "one")]) == 1
     assert "one: no clean validation files" in capsys.readouterr().err
+
+
+def test_a_run_out_of_time_stops_after_the_step_that_crossed_the_limit_and_saves_it(music_folder, tmp_path):
+    validations = []
+    config = tiny_config(music_folder, tmp_path / "run", max_steps=50, validate_every_steps=25, max_minutes=1e-6)
+    state = train(config, on_validation=lambda step, row: validations.append(step))
+    assert state["step"] == 1 and validations == [1]
+    assert json.loads((tmp_path / "run" / "state.json").read_text())["step"] == 1

@@ -16,10 +16,10 @@ import sys
 
 from cassette_denoise import __version__, threads
 
-COMMAND_MODULES = ("denoise", "batch", "serve", "simulate", "make_pairs", "corpus", "evaluate", "compare", "train")
+COMMAND_MODULES = ("denoise", "batch", "serve", "simulate", "make_pairs", "corpus", "evaluate", "compare", "train", "adapt")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 #: Commands that run the model; each gets ``--threads`` (a name missing from this build is passed over).
-MODEL_COMMANDS = ("denoise", "evaluate", "serve", "batch")
+MODEL_COMMANDS = ("denoise", "evaluate", "serve", "batch", "adapt")
 
 
 class CommandError(Exception):

@@ -48,7 +48,8 @@ class TrainConfig:
     final_learning_rate: float = 5e-5
     warmup_steps: int = 200
     max_steps: int = 3000
-    #: Stop cleanly after this much wall time (0 = no limit); continue with ``--resume``.
+    #: Stop cleanly after this much wall time, looked at after every step (0 = no limit); continue with
+    #: ``--resume``.
     max_minutes: float = 0.0
     validate_every_steps: int = 250
     validation_examples: int = 32

@@ -54,6 +54,10 @@ class PairConfig:
     #: run has recordings), at a music-to-recorded-noise ratio in ``recorded_noise_snr_db``.
     recorded_noise_probability: float = 0.5
     recorded_noise_snr_db: tuple[float, float] = (0.0, 40.0)
+    #: Share of examples (when the run has recordings) whose only noise is a recorded excerpt, over the
+    #: clean music itself at a ratio in ``recorded_noise_snr_db``: a model adapted to one deck learns
+    #: that deck's noise as it is, not under the simulator's.
+    recorded_noise_alone_probability: float = 0.0
     #: Share of examples whose whole tape noise (hiss, hum, rumble, echoes ...) is rescaled to a
     #: music-to-noise ratio in ``noise_snr_db``. The presets set each noise in dBFS, so hum and rumble
     #: otherwise stay 30-60 dB under the music, and a model never learns to take them out of a tape where
@@ -160,6 +164,8 @@ def make_example(sources: list[Source], noises: list[np.ndarray], config: PairCo
     crop = slice(MARGIN_SAMPLES, MARGIN_SAMPLES + samples)
     if config.noise_family_probability and rng.random() < config.noise_family_probability:
         return family_example(clean[:, crop], config, rng)
+    if noises and config.recorded_noise_alone_probability and rng.random() < config.recorded_noise_alone_probability:
+        return recorded_example(clean[:, crop], noises, config, rng)
     # A single preset draws nothing here, so its examples do not depend on how many presets exist.
     preset = config.preset if isinstance(config.preset, str) else config.preset[int(rng.integers(len(config.preset)))]
     tape = sample_cassette(rng, preset)
@@ -186,6 +192,15 @@ def family_example(clean: np.ndarray, config: PairConfig, rng: np.random.Generat
     family = names if isinstance(names, str) else names[int(rng.integers(len(names)))]
     noise = family_noise(clean, MODEL_SAMPLE_RATE, sample_family(rng, family))
     gain = snr_gain(clean, noise, snr_db=rng.uniform(*config.noise_family_snr_db))
+    return (clean + noise * np.float32(gain))[0].astype(np.float32), clean[0].astype(np.float32)
+
+
+def recorded_example(clean: np.ndarray, noises: list[np.ndarray], config: PairConfig,
+                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``clean`` ``(1, samples)`` plus a recorded noise excerpt at a drawn ratio: ``(noisy, target)``, each
+    float32 ``(samples,)``, the music itself the target."""
+    noise = recorded_noise(noises, clean.shape[-1], rng)
+    gain = snr_gain(clean, noise, snr_db=rng.uniform(*config.recorded_noise_snr_db))
     return (clean + noise * np.float32(gain))[0].astype(np.float32), clean[0].astype(np.float32)
 
 

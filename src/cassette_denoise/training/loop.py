@@ -73,7 +73,12 @@ def train(config: TrainConfig, *, resume: bool = False, on_step: Callable[[int, 
             state["step"] += 1
             if on_step and distributed.is_main:
                 on_step(state["step"], losses[-1])
-            at_validation = state["step"] % config.validate_every_steps == 0 or state["step"] == config.max_steps
+            # The time limit is looked at after every step, so a run stops within a step of it; under
+            # torchrun rank 0's clock decides for every rank.
+            out_of_time = bool(config.max_minutes) and distributed.broadcast_flag(
+                time.monotonic() - started > config.max_minutes * 60)
+            at_validation = (state["step"] % config.validate_every_steps == 0 or state["step"] == config.max_steps
+                             or out_of_time)
             if not at_validation and not stop_signal.requested:
                 continue
             state["elapsed_s"] = time.monotonic() - started
