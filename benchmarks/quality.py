@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="the hum stage for every model (default: the denoiser's default)")
     parser.add_argument("--mono", action="store_true",
                         help="mix each excerpt down to one channel before the tape (a mono file; the stereo "
-                             "excerpts give each track its own hiss, which a coherence model can use)")
+                             "excerpts give each track its own hiss)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=_common.RESULTS_DIR / "quality.json")
     args = parser.parse_args(argv)
