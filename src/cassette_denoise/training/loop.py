@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import gc
 import logging
 import math
 import os
@@ -63,9 +64,9 @@ def train(config: TrainConfig, *, resume: bool = False, on_step: Callable[[int, 
     run = _prepare(config, distributed, resume=resume)
     state = _start_or_resume(run, resume=resume, is_main=distributed.is_main)
     batches = _batches(config, run.train_sources, run.noises, rank=distributed.rank, start_step=state["step"])
-    trainable = DistributedDataParallel(run.model) if distributed.world_size > 1 else run.model
     started, losses = time.monotonic() - state["elapsed_s"], []
     with _StopOnSigterm() as stop_signal, distributed:
+        trainable = DistributedDataParallel(run.model) if distributed.world_size > 1 else run.model
         while state["step"] < config.max_steps:
             noisy, target = (tensor.to(distributed.device) for tensor in next(batches))
             rate = learning_rate_at(state["step"], config)
@@ -91,6 +92,9 @@ def train(config: TrainConfig, *, resume: bool = False, on_step: Callable[[int, 
                 stop = stop or _should_stop(config, state)
             if distributed.broadcast_flag(stop):
                 break
+        # DDP's reducer holds work on the process group: free it before the group is torn down, or a gloo
+        # thread can outlive it and abort the process at exit.
+        del trainable
     return state
 
 
@@ -319,3 +323,6 @@ class _Distributed:
             # that vanishes mid-operation aborts the other process.
             dist.barrier()
             dist.destroy_process_group()
+            # Free what still refers to the group now, while the interpreter is whole: freed during its
+            # finalisation instead, gloo's threads can abort the process after the run has succeeded.
+            gc.collect()
