@@ -27,6 +27,18 @@ def music_like(channels: int, samples: int, sample_rate: int, *, seed: int = 0) 
     return out.astype(np.float32)
 
 
+def stream_in_random_blocks(stream, audio: np.ndarray, *, max_block: int, seed: int) -> np.ndarray:
+    """Feed ``audio`` ``(channels, samples)`` to a denoise stream in blocks of 1 … ``max_block`` samples drawn
+    from ``seed``; the concatenated output, ``finish()`` included."""
+    rng = np.random.default_rng(seed)
+    pieces, start = [], 0
+    while start < audio.shape[1]:
+        size = int(rng.integers(1, max_block))
+        pieces.append(stream.process(audio[:, start: start + size]))
+        start += size
+    return np.concatenate([*pieces, stream.finish()], axis=1)
+
+
 @pytest.fixture(scope="session")
 def pass_through_model() -> UNet:
     """A model whose mask is 1 everywhere (sigmoid of a huge bias): isolates the signal path."""

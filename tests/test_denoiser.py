@@ -6,21 +6,14 @@ from cassette_denoise import spectral
 from cassette_denoise.checkpoint import CheckpointError, load_model, save_model
 from cassette_denoise.denoiser import TREBLE_RAMP_HZ, Denoiser, mask_exponents
 
-from conftest import music_like
+from conftest import music_like, stream_in_random_blocks
 
 
 def test_streaming_in_random_blocks_equals_whole_array(denoiser):
     audio = music_like(2, 44100 * 9 + 333, 44100, seed=2)
     whole = denoiser.denoise(audio, 44100)
     stream = denoiser.stream(channels=2, sample_rate=44100)
-    rng = np.random.default_rng(0)
-    pieces, start = [], 0
-    while start < audio.shape[1]:
-        size = int(rng.integers(1, 40_000))
-        pieces.append(stream.process(audio[:, start: start + size]))
-        start += size
-    pieces.append(stream.finish())
-    np.testing.assert_array_equal(np.concatenate(pieces, axis=1), whole)
+    np.testing.assert_array_equal(stream_in_random_blocks(stream, audio, max_block=40_000, seed=0), whole)
 
 
 def test_streaming_equals_whole_with_resampling(denoiser):

@@ -10,7 +10,7 @@ from cassette_denoise.denoiser import TILE_FRAMES, Denoiser
 from cassette_denoise.model import UNet, UNetConfig
 from cassette_denoise.validate import MIN_NOISE_CLIP_S
 
-from conftest import music_like
+from conftest import music_like, stream_in_random_blocks
 
 
 def hiss(channels: int, seconds: float, sample_rate: int, *, seed: int = 0, level: float = 0.01) -> np.ndarray:
@@ -121,13 +121,8 @@ def test_streaming_with_a_floor_in_odd_blocks_equals_the_whole_array(floor_denoi
     floor = floor_denoiser.noise_floor(hiss(1, 1.5, 44100, seed=10), 44100)  # mono: serves both channels
     whole = floor_denoiser.denoise(audio, sample_rate, noise_floor=floor)
     stream = floor_denoiser.stream(channels=2, sample_rate=sample_rate, noise_floor=floor)
-    rng = np.random.default_rng(1)
-    pieces, start = [], 0
-    while start < audio.shape[1]:
-        size = int(rng.integers(1, 50_000))
-        pieces.append(stream.process(audio[:, start: start + size]))
-        start += size
-    np.testing.assert_allclose(np.concatenate([*pieces, stream.finish()], axis=1), whole, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(stream_in_random_blocks(stream, audio, max_block=50_000, seed=1), whole,
+                               rtol=0, atol=1e-6)
     # A mono floor is the same floor for every channel; another floor gives another output.
     np.testing.assert_array_equal(floor_denoiser.denoise(audio, sample_rate, noise_floor=floor.expand(2, -1)), whole)
     assert not np.array_equal(floor_denoiser.denoise(audio, sample_rate, noise_floor=floor + 0.2), whole)
