@@ -302,11 +302,7 @@ def _spectra(audio: np.ndarray):
 
     from cassette_denoise import spectral
 
-    samples = audio.shape[-1]
-    frames = spectral.frame_count(samples)
-    after = (frames - 1) * spectral.HOP + spectral.N_FFT - spectral.pad_amount() - samples
-    padded = torch.nn.functional.pad(torch.from_numpy(np.asarray(audio, np.float32)), (spectral.pad_amount(), after))
-    return spectral.stft(padded)
+    return spectral.stft(spectral.pad_signal(torch.from_numpy(np.asarray(audio, np.float32))))
 
 
 def _inverse(spectra, samples: int) -> np.ndarray:

@@ -162,10 +162,5 @@ def floor_frames(total_frames: int) -> np.ndarray:
 
 
 def _padded(audio: np.ndarray) -> torch.Tensor:
-    """The signal as the mask path frames it: :func:`spectral.pad_amount` zeros before, zeros after up
-    to the end of the last frame, ``(channels, (frames - 1) * HOP + N_FFT)``."""
-    samples = audio.shape[1]
-    end = (spectral.frame_count(samples) - 1) * spectral.HOP + spectral.N_FFT
-    pad = spectral.pad_amount()
-    return torch.nn.functional.pad(torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)),
-                                   (pad, end - pad - samples))
+    """The signal as the mask path frames it (:func:`spectral.pad_signal`), ``(channels, (frames - 1) * HOP + N_FFT)``."""
+    return spectral.pad_signal(torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)))

@@ -227,10 +227,7 @@ def empty_quiet_bins(audio: np.ndarray, *, below_db: float) -> np.ndarray:
     """``audio`` ``(channels, samples)`` with every STFT bin more than ``below_db`` under its channel's
     loudest set to zero (the project's STFT, resynthesised by overlap-add); same shape, float32."""
     samples = audio.shape[-1]
-    frames = spectral.frame_count(samples)
-    needed = (frames - 1) * spectral.HOP + spectral.N_FFT
-    padded = torch.nn.functional.pad(torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)),
-                                     (spectral.pad_amount(), needed - samples - spectral.pad_amount()))
+    padded = spectral.pad_signal(torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)))
     spectra = spectral.stft(padded)  # (channels, bins, frames)
     magnitude = spectra.abs()
     loudest = magnitude.amax(dim=(-2, -1), keepdim=True)
