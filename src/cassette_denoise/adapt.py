@@ -43,7 +43,7 @@ from cassette_denoise.denoiser import BUNDLED_MODEL, Denoiser
 from cassette_denoise.metrics import si_sdr
 from cassette_denoise.training import TrainConfig, train
 from cassette_denoise.training.config import from_dict
-from cassette_denoise.training.examples import Source, scan_sources, snr_gain
+from cassette_denoise.training.examples import Source, recorded_noise, scan_sources, snr_gain
 
 log = logging.getLogger(__name__)
 
@@ -296,9 +296,7 @@ def held_out_pairs(corpus: Path, noises: list[np.ndarray], *, config: AdaptConfi
     for snr_db in config.score_snrs_db:
         for _ in range(config.score_pairs_per_snr):
             music = _music_excerpt(sources, samples, rng)
-            noise = noises[int(rng.integers(len(noises)))]
-            channel = noise[int(rng.integers(noise.shape[0]))]
-            excerpt = np.take(channel, np.arange(samples) + int(rng.integers(channel.size)), mode="wrap")
+            excerpt = recorded_noise(noises, samples, rng)[0]
             clean.append(music)
             noisy.append(music + excerpt * np.float32(snr_gain(music, excerpt, snr_db=snr_db)))
             snrs.append(snr_db)
