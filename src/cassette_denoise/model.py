@@ -89,6 +89,10 @@ class UNet(nn.Module):
         self._initialise()
 
     def _initialise(self) -> None:
+        if self.head.weight.is_meta:
+            # A model on the meta device only describes shapes (the checkpoint loader's checks); random
+            # initialisation there would load torch's Python meta kernels, about 70 MB, for nothing.
+            return
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 # He-normal for leaky ReLU, as in the seed.
