@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 import _common
+from cassette_denoise.defaults import PRECISIONS
 
 DEFAULT_CORPUS = Path("data/corpus")  # as built by the README's corpus command
 SEED_CASSETTE_DIR = _common.SHARED_DIR / "data" / "seed-cassette"
@@ -96,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mono", action="store_true",
                         help="mix each excerpt down to one channel before the tape (a mono file; the stereo "
                              "excerpts give each track its own hiss)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="the models' arithmetic (default: %(default)s, as the command line)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=_common.RESULTS_DIR / "quality.json")
     args = parser.parse_args(argv)
@@ -153,7 +156,7 @@ def load_models(args, parser) -> tuple[list[tuple[str, object]], dict]:
         requested.append((name, Path(path)))
     models, described = [], {}
     options = {"mask_exponent": args.mask_exponent, "treble_mask_exponent": args.treble_mask_exponent,
-               **({"remove_hum": args.hum == "on"} if args.hum else {})}
+               "precision": args.precision, **({"remove_hum": args.hum == "on"} if args.hum else {})}
     for name, path in requested:
         try:
             denoiser = Denoiser.from_checkpoint(path, **options) if path else Denoiser.from_pretrained(**options)

@@ -46,3 +46,19 @@ def test_mask_stays_in_0_1_and_starts_near_pass_through():
     assert mask.mean() > 0.9  # an untrained model passes (nearly) everything through
     with pytest.raises(ValueError, match="multiples of 16"):
         model(torch.zeros(1, 1, 512, 100))
+
+
+def test_width_growth_sets_each_levels_width_and_a_slower_growth_is_cheaper(tmp_path):
+    from cassette_denoise.checkpoint import load_model, save_model
+
+    doubling, slower = UNetConfig(base_width=8), UNetConfig(base_width=8, width_growth=1.5, levels=6)
+    assert doubling.widths == (8, 16, 32, 64, 128) and slower.widths == (8, 12, 18, 27, 40, 61)
+    model = UNet(slower).eval()
+    assert [block[0].out_channels for block in model.down] == list(slower.widths)
+    features = torch.rand(1, 1, 64, 64) * 2 - 1
+    loaded, _ = load_model(save_model(tmp_path / "slower.safetensors", model))
+    assert loaded.config == slower
+    torch.testing.assert_close(loaded(features), model(features))
+    assert parameter_count(model) < parameter_count(UNet(doubling)) / 2
+    with pytest.raises(ValueError, match="width_growth"):
+        UNetConfig(width_growth=0.5)

@@ -33,6 +33,7 @@ def test_model_and_pairs_are_toml_tables_and_lists_become_tuples(tmp_path):
     ('[pairs]\nstereo_probability = 0.5\n', "pairs.stereo_probability"),
     ('[pairs]\nnoise_snr_probability = 1.5\n', "1.5"),
     ('crop_frames = 100\n', "100"),
+    ('precision = "half"\n', "half"),
 ])
 def test_a_bad_setting_is_refused_with_the_file_and_what_is_wrong(tmp_path, text, named):
     path = tmp_path / "c.toml"

@@ -141,3 +141,17 @@ def test_a_run_out_of_time_stops_after_the_step_that_crossed_the_limit_and_saves
     state = train(config, on_validation=lambda step, row: validations.append(step))
     assert state["step"] == 1 and validations == [1]
     assert json.loads((tmp_path / "run" / "state.json").read_text())["step"] == 1
+
+
+def test_a_bfloat16_run_trains_float32_weights_that_stay_finite(music_folder, tmp_path):
+    from cassette_denoise.checkpoint import load_model
+
+    config = tiny_config(music_folder, tmp_path / "run", precision="bfloat16",
+                         model=UNetConfig(base_width=2, noise_floor_input=True))
+    state = train(config)
+    assert state["step"] == config.max_steps
+    model, _ = load_model(tmp_path / "run" / "latest.safetensors")
+    weights = list(model.parameters())
+    assert all(weight.dtype == torch.float32 and torch.isfinite(weight).all() for weight in weights)
+    rows = list(csv.DictReader((tmp_path / "run" / "log.csv").open()))
+    assert all(float(row["train_loss"]) == float(row["train_loss"]) for row in rows)  # no NaN

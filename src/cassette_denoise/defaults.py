@@ -22,3 +22,6 @@ PRESET_NAMES = ("random", "training", "good-deck-type-ii", "walkman-ferric", "wo
 #: model rate, so its floor (each bin's 10 % quantile, ``spectral.noise_floor``) is the 9th lowest of 86 or
 #: more frames, not one frame's chance dip.
 MIN_NOISE_CLIP_S = 1.0
+#: The model's arithmetic (``Denoiser(precision=...)``, ``--precision``): ``auto`` is bfloat16 where the CPU
+#: computes it natively, float32 elsewhere (see :func:`cassette_denoise.denoiser.resolve_precision`).
+PRECISIONS = ("auto", "float32", "bfloat16")

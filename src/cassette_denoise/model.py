@@ -14,12 +14,16 @@ class UNetConfig:
     """Shape of the U-Net.
 
     ``levels`` resolutions with two 3×3 convolutions each on the way down (the seed's "10 conv layers
-    in 5 levels"), mirrored on the way up with skip concatenation. Width doubles per level from
-    ``base_width`` (the seed used 64, ≈ 30 M parameters; 16 gives ≈ 1.9 M).
+    in 5 levels"), mirrored on the way up with skip concatenation. Width grows by ``width_growth`` per
+    level from ``base_width`` (the seed doubled it from 64, ≈ 30 M parameters; 16 gives ≈ 1.9 M).
     """
 
     base_width: int = 16
     levels: int = 5
+    #: Each level's width over the one above. Doubling spends the same arithmetic on every level (a
+    #: quarter of the positions, four times the channel pairs); growing by less makes the coarse levels,
+    #: and the whole network, cheaper.
+    width_growth: float = 2.0
     dropout: float = 0.5
     dropout_levels: int = 2
     negative_slope: float = 0.2
@@ -31,8 +35,13 @@ class UNetConfig:
     noise_floor_input: bool = False
 
     def __post_init__(self):
-        if self.base_width < 1 or self.levels < 2:
-            raise ValueError(f"UNetConfig needs base_width ≥ 1 and levels ≥ 2, got {self}")
+        if self.base_width < 1 or self.levels < 2 or not 1.0 <= self.width_growth <= 4.0:
+            raise ValueError(f"UNetConfig needs base_width ≥ 1, levels ≥ 2 and width_growth in [1, 4], got {self}")
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        """Channels at each level, finest first."""
+        return tuple(round(self.base_width * self.width_growth**level) for level in range(self.levels))
 
     @property
     def input_channels(self) -> int:
@@ -60,7 +69,7 @@ class UNet(nn.Module):
     def __init__(self, config: UNetConfig = UNetConfig()):
         super().__init__()
         self.config = config
-        widths = [config.base_width * 2**level for level in range(config.levels)]
+        widths = config.widths
         slope = config.negative_slope
         self.down = nn.ModuleList()
         channels = config.input_channels
@@ -72,16 +81,16 @@ class UNet(nn.Module):
             for level in range(config.levels)
         )
         self.pool = nn.MaxPool2d(2)
-        # The seed's decoder: nearest upsampling then a 2×2 convolution halves the width, then the
+        # The seed's decoder: nearest upsampling then a 2×2 convolution brings the width back to the finer level's, then the
         # skip connection is concatenated and two 3×3 convolutions mix them. ``forward`` computes
         # each ``up`` block's first three steps at once with :func:`upsampled_conv` (same result).
         self.up = nn.ModuleList()
         self.merge = nn.ModuleList()
-        for width in reversed(widths[:-1]):
+        for width, coarser in zip(reversed(widths[:-1]), reversed(widths[1:])):
             self.up.append(nn.Sequential(
                 nn.Upsample(scale_factor=2, mode="nearest"),
                 nn.ZeroPad2d((0, 1, 0, 1)),  # "same" padding for an even kernel, on the far side as in Keras
-                nn.Conv2d(width * 2, width, 2),
+                nn.Conv2d(coarser, width, 2),
                 nn.LeakyReLU(slope, inplace=True),
             ))
             self.merge.append(_double_conv(width * 2, width, slope))

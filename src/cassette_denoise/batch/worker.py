@@ -37,12 +37,13 @@ class Settings:
     model_path: str | None
     model_sha256: str
     device: str = "auto"
+    precision: str = "auto"
 
     def as_json(self) -> str:
         """The settings that decide the output's samples (not the device or where the model lies)."""
         return json.dumps({"strength_db": self.strength_db, "remove_hum": self.remove_hum,
                            "subtype": self.subtype.upper() if self.subtype else None,
-                           "model_sha256": self.model_sha256}, sort_keys=True)
+                           "model_sha256": self.model_sha256, "precision": self.precision}, sort_keys=True)
 
     @property
     def sha256(self) -> str:
@@ -123,7 +124,7 @@ def model_sha256(model_path: str | None) -> str:
 def _denoiser(settings: Settings):
     from cassette_denoise.denoiser import Denoiser
 
-    key = (settings.model_path, settings.model_sha256, settings.remove_hum, settings.device)
+    key = (settings.model_path, settings.model_sha256, settings.remove_hum, settings.device, settings.precision)
     with _DENOISERS_LOCK:
         if key not in _DENOISERS:
             # Workers on other machines read the model from shared storage: check it is the one the batch hashed.
@@ -131,7 +132,7 @@ def _denoiser(settings: Settings):
             if found != settings.model_sha256:
                 raise ValueError(f"model {settings.model_path or 'bundled'} has SHA-256 {found[:12]} on this worker, "
                                  f"the batch expects {settings.model_sha256[:12]}")
-            options = {"device": settings.device, "remove_hum": settings.remove_hum}
+            options = {"device": settings.device, "remove_hum": settings.remove_hum, "precision": settings.precision}
             _DENOISERS[key] = Denoiser.from_pretrained(settings.model_path or None, **options)
             log.info("worker %d loaded model %s", os.getpid(), settings.model_path or "bundled")
         return _DENOISERS[key]

@@ -50,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
     if model and not os.path.isfile(model):
         raise CommandError(f"--model {args.model}: no such file")
     settings = Settings(strength_db=args.strength_db, remove_hum=not args.keep_hum, subtype=args.subtype,
-                        model_path=model, model_sha256=model_sha256(model), device=args.device)
+                        model_path=model, model_sha256=model_sha256(model), device=args.device,
+                        precision=args.precision)
     try:
         batch = Batch(args.out_dir, settings=settings)
     except BatchError as error:

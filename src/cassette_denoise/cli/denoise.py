@@ -45,7 +45,7 @@ def register(subparsers) -> None:
 
 def add_denoise_options(parser: argparse.ArgumentParser) -> None:
     """The options that say how to denoise and whether to replace outputs (shared with ``batch``)."""
-    from cassette_denoise.defaults import DEFAULT_STRENGTH_DB
+    from cassette_denoise.defaults import DEFAULT_STRENGTH_DB, PRECISIONS
 
     parser.add_argument("--strength-db", type=float, default=DEFAULT_STRENGTH_DB,
                         help=f"maximum attenuation in dB; lower keeps more natural hiss (default {DEFAULT_STRENGTH_DB:g})")
@@ -56,6 +56,9 @@ def add_denoise_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--subtype", help="output subtype, e.g. PCM_16, PCM_24, FLOAT (default: the input's). "
                                           "Integer subtypes clip samples beyond full scale (reported); FLOAT keeps them")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="the model's arithmetic: auto (default) is bfloat16 where the CPU computes it natively, "
+                             "about twice as fast, and float32 elsewhere")
     parser.add_argument("--model", help="a .safetensors checkpoint (default: the bundled model)")
 
 
@@ -188,7 +191,7 @@ def _load_denoiser(args: argparse.Namespace):
     from cassette_denoise.checkpoint import CheckpointError
     from cassette_denoise.denoiser import Denoiser
 
-    options = {"device": args.device, "remove_hum": not args.keep_hum}
+    options = {"device": args.device, "remove_hum": not args.keep_hum, "precision": args.precision}
     try:
         return Denoiser.from_pretrained(args.model, **options)
     except CheckpointError as error:

@@ -14,6 +14,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from cassette_denoise.defaults import PRECISIONS
 from cassette_denoise.model import UNetConfig
 from cassette_denoise.training.examples import PairConfig
 
@@ -69,6 +70,10 @@ class TrainConfig:
     #: sigmoid(5) = 0.9933 (−0.06 dB): pass-through stays within reach.
     logit_limit: float = 5.0
     seed: int = 0
+    #: Arithmetic of the forward and backward passes (``defaults.PRECISIONS``): ``auto`` is bfloat16 where the
+    #: CPU computes it natively, about 1.6× the steps per second of float32 there; the weights, the loss and
+    #: the optimiser stay float32 either way.
+    precision: str = "float32"
     threads: int = 1
     workers: int = 1
     device: str = "auto"
@@ -83,6 +88,8 @@ class TrainConfig:
                              f"got {self.floor_from_noise_examples}")
         if self.context_frames < self.crop_frames:
             raise ValueError(f"context_frames ({self.context_frames}) must be at least crop_frames ({self.crop_frames})")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if not 0.0 <= self.weight_average_decay < 1.0:
             raise ValueError(f"weight_average_decay must be in [0, 1), got {self.weight_average_decay}")
         for name in ("batch_size", "max_steps", "validate_every_steps", "validation_examples", "warmup_steps"):

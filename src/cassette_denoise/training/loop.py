@@ -31,7 +31,7 @@ from cassette_denoise import spectral
 from cassette_denoise.audio import MODEL_SAMPLE_RATE, find_audio_files
 from cassette_denoise.checkpoint import save_model
 from cassette_denoise.corpus.manifest import corpus_files
-from cassette_denoise.denoiser import DEFAULT_STRENGTH_DB, Denoiser, resolve_device
+from cassette_denoise.denoiser import DEFAULT_STRENGTH_DB, Denoiser, resolve_device, resolve_precision
 from cassette_denoise.metrics import lsd, si_sdr
 from cassette_denoise.model import UNet, parameter_count
 from cassette_denoise.training import state as run_files
@@ -140,7 +140,8 @@ def validate(model: UNet, noisy: torch.Tensor, target: torch.Tensor) -> dict[str
         features, noisy_spectrum, target_spectrum = spectra_batch(noisy, target,
                                                                   noise_floor=model.config.noise_floor_input)
         loss = float(spectral_loss(model(features), noisy_spectrum, target_spectrum))
-    denoiser = Denoiser(copy.deepcopy(model), device="cpu")
+    # float32, so that the scores that pick ``best`` do not depend on the machine.
+    denoiser = Denoiser(copy.deepcopy(model), device="cpu", precision="float32")
     noisy_np, target_np = noisy.numpy(), target.numpy()
     # Unrelated pairs, eight at a time as the channels of one array (each channel gets its own mask).
     outputs = np.concatenate([denoiser.denoise(noisy_np[start: start + 8], MODEL_SAMPLE_RATE,
@@ -174,6 +175,11 @@ class _Run:
     noises: list[np.ndarray]
     validation: tuple[torch.Tensor, torch.Tensor]
     metadata: dict
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """The forward and backward passes' arithmetic (``config.precision`` on this device)."""
+        return resolve_precision(self.config.precision, self.device)
 
 
 def _prepare(config: TrainConfig, distributed: "_Distributed", *, resume: bool) -> _Run:
@@ -233,7 +239,8 @@ def _step(trainable: torch.nn.Module, run: _Run, noisy: torch.Tensor, target: to
         floor_from_noise_examples=config.floor_from_noise_examples)
     for group in run.optimizer.param_groups:
         group["lr"] = rate
-    logits = trainable(features, logits=True)
+    with torch.autocast(run.device.type, dtype=run.compute_dtype, enabled=run.compute_dtype != torch.float32):
+        logits = trainable(features, logits=True).float()
     loss = spectral_loss(torch.sigmoid(logits), noisy_spectrum, target_spectrum)
     if config.logit_penalty:
         loss = loss + config.logit_penalty * logit_penalty(logits, limit=config.logit_limit)
