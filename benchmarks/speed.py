@@ -4,6 +4,7 @@ For each duration a stereo 44.1 kHz PCM_16 test file (synthetic music plus hiss)
 into the cache folder; then every method runs on it in a fresh child process, one at a time:
 
 * ``ours``: ``cassette-denoise denoise IN -o OUT`` with the bundled model (or ``--ours-model``);
+* ``ours-float32``: the same with ``--precision float32`` (``ours`` takes bfloat16 where the CPU has it);
 * ``seed-width``: the same command with ``--model`` set to a base-width-16 model with random weights
   (the seed project's layout at width 16; speed does not depend on the weights);
 * the peers of :mod:`cassette_denoise.peers`, each applied to the whole file by a child Python
@@ -16,6 +17,7 @@ and recorded as skipped, with the reason.
 
     python benchmarks/speed.py                         # 10 s, 1 min, 10 min, 60 min; every method
     python benchmarks/speed.py --durations 10 --methods ours,seed-width
+    python benchmarks/speed.py --durations 300 --methods ours,ours-float32,sox --repeats 5 --update
     python benchmarks/speed.py --load 2            # ours on 60 s: quiet vs 2 busy processes, 1 vs 2 threads
 
 With ``--load N`` it compares conditions instead: each run alone and beside N CPU-bound busy processes
@@ -98,8 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--wait-policies", default="passive",
                         help="with --load: comma-separated OpenMP wait policies to compare: passive, active, or "
                              "default (OpenMP's own: spin a little, then sleep) (default: %(default)s)")
-    parser.add_argument("--repeats", type=int, default=3,
-                        help="with --load: rounds over all conditions (default: %(default)s)")
+    parser.add_argument("--repeats", type=int,
+                        help="rounds over all methods, each round starting one method later, with the medians in "
+                             "'rows' and every run in 'runs' (default: 1); with --load, rounds over all conditions "
+                             "(default: 3)")
     parser.add_argument("--update", action="store_true",
                         help="keep the rows already in --out for other methods or durations and replace only "
                              "the ones measured now (each row records its command)")
@@ -119,7 +123,11 @@ def main(argv: list[str] | None = None) -> int:
     methods = select_methods(all_methods(args), args.methods or ("ours" if load_mode else "all"))
     args.out = args.out or _common.RESULTS_DIR / ("speed_load.json" if load_mode else "speed.json")
     if load_mode:
+        args.repeats = args.repeats or 3
         return compare_under_load(args, methods, durations, max_rss_mb=max_rss_mb)
+    repeats = args.repeats or 1
+    if repeats < 1:
+        raise SystemExit(f"speed.py: error: need --repeats >= 1, got {repeats}")
     env = _common.thread_env(args.threads)
     document = {
         "benchmark": "speed",
@@ -134,31 +142,57 @@ def main(argv: list[str] | None = None) -> int:
             f"seed-width: base_width {SEED_WIDTH} with random weights; speed does not depend on training.",
             "peak_rss_mb: largest resident set of any one process of the run (getrusage of the child), in MiB.",
             "input: synthetic music with hiss, stereo 44.1 kHz PCM_16 WAV; outputs are written in the same format.",
+            "With --repeats N the methods run in turn N times, each round starting one method later, so that a "
+            "change in the machine's own load touches them all alike; 'runs' holds every run, 'rows' the medians "
+            "(runs = how many).",
         ],
-        "rows": [],
+        "rows": [], "runs": [],
     }
     if args.update and args.out.exists():
         previous = json.loads(args.out.read_text())
         measured = {(method.key, duration) for method in methods for duration in durations}
         document["rows"] = [{"command": previous.get("command"), **row} for row in previous.get("rows", [])
                             if (row["method"], row["duration_s"]) not in measured]
+        document["runs"] = [row for row in previous.get("runs", []) if (row["method"], row["duration_s"]) not in measured]
         document["models"] = {**previous.get("models", {}), **document["models"]}
     print(f"writing {args.out}", file=sys.stderr)
     for duration in durations:
         started = time.perf_counter()
         source = _common.input_file(duration, folder=args.cache_dir)
         print(f"input {source} ({duration:g} s) ready in {time.perf_counter() - started:.1f} s", file=sys.stderr)
-        for method in methods:
-            row = {**measure(method, source, duration, args=args, env=env, max_rss_mb=max_rss_mb),
-                   "command": document["command"]}
-            document["rows"].append(row)
-            _common.write_json(args.out, document)  # after every run, so an interrupted benchmark keeps its rows
-            rtf = "-" if row["rtf"] is None else f"{row['rtf']:.4f}"
-            rss = "-" if row["peak_rss_mb"] is None else f"{row['peak_rss_mb']:.0f} MB"
-            print(f"{duration:>6g} s  {method.label:<30} rtf {rtf:>8}  peak {rss:>8}  {row['note']}", file=sys.stderr)
+        runs = []
+        for repeat in range(repeats):
+            shift = repeat % len(methods)
+            for method in methods[shift:] + methods[:shift]:
+                row = {**measure(method, source, duration, args=args, env=env, max_rss_mb=max_rss_mb),
+                       "command": document["command"], "round": repeat}
+                runs.append(row)
+                document["runs"].append(row)
+                _common.write_json(args.out, document)  # after every run, so an interrupted benchmark keeps its runs
+                rtf = "-" if row["rtf"] is None else f"{row['rtf']:.4f}"
+                rss = "-" if row["peak_rss_mb"] is None else f"{row['peak_rss_mb']:.0f} MB"
+                print(f"{duration:>6g} s  {method.label:<30} rtf {rtf:>8}  wall {row['wall_s']:7.2f} s  peak {rss:>8}  "
+                      f"{row['note']}", file=sys.stderr)
+        document["rows"] += [median_row([row for row in runs if row["method"] == method.key]) for method in methods]
+        _common.write_json(args.out, document)
     document["machine"]["load_average_at_end"] = list(os.getloadavg())
     _common.write_json(args.out, document)
     return 0
+
+
+MEDIAN_FIELDS = ("seconds", "rtf", "wall_s", "wall_rtf", "peak_rss_mb", "load_average")
+
+
+def median_row(runs: list[dict]) -> dict:
+    """One row for the runs of one method on one file: the median of each measured field (None where no run
+    gave one), the notes that any run had, and how many runs there were."""
+    row = {key: value for key, value in runs[0].items() if key not in (*MEDIAN_FIELDS, "round", "note")}
+    for field in MEDIAN_FIELDS:
+        values = [run[field] for run in runs if run[field] is not None]
+        row[field] = statistics.median(values) if values else None
+    row["note"] = "; ".join(dict.fromkeys(run["note"] for run in runs if run["note"]))
+    row["runs"] = len(runs)
+    return row
 
 
 def default_durations(load_mode: bool) -> str:
@@ -254,6 +288,8 @@ def all_methods(args: argparse.Namespace) -> list[Method]:
         extra = ["--model", str(ours_path)] if args.ours_model else []
         source = str(ours_path) if args.ours_model else f"bundled ({ours_path.name})"
         methods.append(Method("ours", "ours", denoise + extra, model=_describe(ours_path, source)))
+        methods.append(Method("ours-float32", "ours, float32", denoise + extra + ["--precision", "float32"],
+                              model=_describe(ours_path, source)))
     seed = _common.random_checkpoint(args.cache_dir / f"random-w{SEED_WIDTH}.safetensors", base_width=SEED_WIDTH)
     methods.append(Method("seed-width", f"seed width ({SEED_WIDTH})", denoise + ["--model", str(seed)],
                           model=_describe(seed, f"random weights, base_width {SEED_WIDTH}")))
@@ -276,9 +312,11 @@ def select_methods(methods: list[Method], spec: str) -> list[Method]:
         if token == "all":
             matches = methods
         elif token == "peers":
-            matches = [method for method in methods if method.key not in ("ours", "seed-width")]
+            matches = [method for method in methods if not method.key.startswith(("ours", "seed-width"))]
+        elif any(method.key == token for method in methods):
+            matches = [method for method in methods if method.key == token]
         else:
-            matches = [method for method in methods if method.key == token or method.key.startswith(token + "-")]
+            matches = [method for method in methods if method.key.startswith(token + "-")]
         if not matches:
             keys = ", ".join(method.key for method in methods)
             raise SystemExit(f"speed.py: error: unknown method {token!r}; choose from all, peers, {keys}")
