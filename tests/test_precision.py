@@ -6,8 +6,9 @@ import soundfile as sf
 import torch
 
 from cassette_denoise.cli import main
-from cassette_denoise.denoiser import Denoiser, native_bfloat16, resolve_precision
+from cassette_denoise.denoiser import Denoiser
 from cassette_denoise.model import UNet, UNetConfig
+from cassette_denoise.precision import native_bfloat16, resolve_precision
 
 from conftest import music_like
 

@@ -23,5 +23,5 @@ PRESET_NAMES = ("random", "training", "good-deck-type-ii", "walkman-ferric", "wo
 #: more frames, not one frame's chance dip.
 MIN_NOISE_CLIP_S = 1.0
 #: The model's arithmetic (``Denoiser(precision=...)``, ``--precision``): ``auto`` is bfloat16 where the CPU
-#: computes it natively, float32 elsewhere (see :func:`cassette_denoise.denoiser.resolve_precision`).
+#: computes it natively, float32 elsewhere (see :mod:`cassette_denoise.precision`).
 PRECISIONS = ("auto", "float32", "bfloat16")

@@ -37,9 +37,10 @@ from cassette_denoise.audio import (
     MODEL_SAMPLE_RATE, AtomicAudioWriter, AudioError, Resampler, iter_blocks, matching_subtype, probe,
 )
 from cassette_denoise.checkpoint import load_model
-from cassette_denoise.defaults import DEFAULT_STRENGTH_DB, PRECISIONS
+from cassette_denoise.defaults import DEFAULT_STRENGTH_DB
 from cassette_denoise.front import ModelFront, check_noise_floor, measure_noise_floor
 from cassette_denoise.model import UNet
+from cassette_denoise.precision import resolve_precision
 from cassette_denoise.validate import check_audio_array, check_channels, check_sample_rate
 
 log = logging.getLogger(__name__)
@@ -58,32 +59,6 @@ TREBLE_RAMP_HZ = (4000.0, 8000.0)
 #: Samples read per block when streaming a file: about 3 s at 44.1 kHz.
 BLOCK_FRAMES = 1 << 17
 FLOAT_SUBTYPES = frozenset({"FLOAT", "DOUBLE", "VORBIS", "OPUS"})
-def native_bfloat16(device: torch.device) -> bool:
-    """Whether ``device`` is a CPU whose oneDNN computes bfloat16 convolutions natively (AVX-512 BF16 or
-    AMX); elsewhere bfloat16 is emulated and slower than float32."""
-    if device.type != "cpu":
-        return False
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # a torch built without oneDNN
-        return False
-
-
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
-    """The model's compute dtype for ``precision`` (one of :data:`PRECISIONS`) on ``device``: ``auto`` takes
-    bfloat16 where :func:`native_bfloat16` (about half the model's time; the output moves by about -84 dB
-    against float32's, docs/MODEL_CARD.md "Precision") and float32 everywhere else, the GPU included.
-
-    Raises:
-        ValueError: ``precision`` is not one of :data:`PRECISIONS`.
-    """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if precision == "auto":
-        return torch.bfloat16 if native_bfloat16(device) else torch.float32
-    return torch.bfloat16 if precision == "bfloat16" else torch.float32
-
-
 def resolve_device(device: str) -> torch.device:
     """``"auto"`` picks CUDA when available, else CPU."""
     if device == "auto":
@@ -138,8 +113,8 @@ class Denoiser:
         ``calibration.mask_exponent``; 1, the raw mask, for a model without one), and
         ``treble_mask_exponent`` (from :data:`TREBLE_RAMP_HZ` up) to the sidecar's
         ``calibration.treble_mask_exponent``, else to ``mask_exponent``. ``remove_hum`` switches
-        the hum stage before the model. ``precision`` (:data:`PRECISIONS`) sets the arithmetic of the
-        model's convolutions (:attr:`compute_dtype`); the mask itself is always computed in float32."""
+        the hum stage before the model. ``precision`` (:mod:`cassette_denoise.precision`) sets the
+        arithmetic of the model's convolutions (:attr:`compute_dtype`); the mask is computed in float32."""
         self.remove_hum = remove_hum
         self.device = resolve_device(device)
         self.compute_dtype = resolve_precision(precision, self.device)

@@ -31,9 +31,10 @@ from cassette_denoise import spectral
 from cassette_denoise.audio import MODEL_SAMPLE_RATE, find_audio_files
 from cassette_denoise.checkpoint import save_model
 from cassette_denoise.corpus.manifest import corpus_files
-from cassette_denoise.denoiser import DEFAULT_STRENGTH_DB, Denoiser, resolve_device, resolve_precision
+from cassette_denoise.denoiser import DEFAULT_STRENGTH_DB, Denoiser, resolve_device
 from cassette_denoise.metrics import lsd, si_sdr
 from cassette_denoise.model import UNet, parameter_count
+from cassette_denoise.precision import resolve_precision
 from cassette_denoise.training import state as run_files
 from cassette_denoise.training.config import TrainConfig
 from cassette_denoise.training.examples import (
