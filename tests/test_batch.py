@@ -119,6 +119,43 @@ def test_batch_denoises_every_tape_records_the_corrupt_one_and_reports(tmp_path,
     assert stamps(out) == before  # nothing done is redone
 
 
+def test_noise_from_takes_each_tapes_floor_from_its_own_passage_and_a_short_tape_fails_alone(tmp_path, client):
+    import torch
+
+    from cassette_denoise.checkpoint import save_model
+    from cassette_denoise.denoiser import Denoiser
+    from cassette_denoise.front import passage_noise_floor
+    from cassette_denoise.model import UNet, UNetConfig
+
+    torch.manual_seed(4)
+    checkpoint = save_model(tmp_path / "floor.safetensors", UNet(UNetConfig(base_width=2, noise_floor_input=True)))
+    root, rng = tmp_path / "tapes", np.random.default_rng(5)
+    root.mkdir()
+    for index, level in enumerate((0.002, 0.02)):  # each tape's lead-in: hiss alone, at its own level
+        hiss = rng.standard_normal((2, 3 * 44100)) * level
+        hiss[:, 44100:] += music_like(2, 2 * 44100, 44100, seed=index)
+        sf.write(root / f"tape{index}.wav", hiss.T.astype(np.float32), 44100, subtype="FLOAT")
+    sf.write(root / "short.wav", music_like(2, 22050, 44100).T, 44100, subtype="FLOAT")
+    out = tmp_path / "out"
+    # float32: a tiny random model's response to its floor input is below bfloat16's resolution.
+    assert batch(client, checkpoint, root, out, "--noise-from", "0-1", "--precision", "float32") == 1
+    rows = manifest_rows(out)
+    assert rows["short.wav"]["status"] == "failed" and "ends after the file" in rows["short.wav"]["error"]
+    denoiser = Denoiser.from_checkpoint(checkpoint, device="cpu", precision="float32")
+    for index in range(2):
+        source = root / f"tape{index}.wav"
+        floor = passage_noise_floor(source, start_s=0, end_s=1, remove_hum=True)
+        expected = denoiser.denoise_file(source, tmp_path / "expected.wav", noise_floor=floor)
+        assert rows[source.name]["status"] == "done"
+        np.testing.assert_array_equal(sf.read(output_of(source, root, out))[0], sf.read(tmp_path / "expected.wav")[0])
+        plain = denoiser.denoise(sf.read(source, dtype="float32")[0].T, 44100)  # the floor from the music
+        assert not np.array_equal(sf.read(output_of(source, root, out), dtype="float32")[0].T, plain)
+    assert expected.duration_s == pytest.approx(3.0)
+    # Other settings: every tape is done again, the short one too.
+    assert batch(client, checkpoint, root, out, "--precision", "float32") == 0
+    assert manifest_rows(out)["short.wav"]["status"] == "done"
+
+
 def test_changed_input_or_settings_are_redone_and_a_touched_input_is_not(tmp_path, client, tiny_checkpoint):
     root = tmp_path / "tapes"
     tapes = make_tapes(root, 4)

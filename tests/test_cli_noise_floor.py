@@ -108,7 +108,7 @@ def test_a_passage_past_the_end_fails_that_file_and_the_others_are_done(tmp_path
     write(tmp_path / "in" / "short.wav", music_like(1, int(44100 * 1.5), 44100))
     assert run(floor_checkpoint, tmp_path / "in", "--out-dir", tmp_path / "out", "--noise-from", "0.5-2") == 1
     err = capsys.readouterr().err
-    assert "short.wav: --noise-from 0:00.5-0:02: the passage ends after the file, which is 0:01.5 long" in err
+    assert "short.wav: --noise-from 0:00.5-0:02: the passage ends after the file, which is 1.500 s long" in err
     assert sorted(p.name for p in (tmp_path / "out" / "in").iterdir()) == ["long.wav"]
 
 

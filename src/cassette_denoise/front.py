@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from cassette_denoise import spectral
-from cassette_denoise.audio import MODEL_SAMPLE_RATE, Resampler, output_length
+from cassette_denoise.audio import MODEL_SAMPLE_RATE, AudioError, Resampler, output_length, probe, read_excerpt
 from cassette_denoise.hum import HumRemover
 from cassette_denoise.validate import check_noise_clip
 
@@ -69,6 +69,28 @@ def measure_noise_floor(audio: np.ndarray, sample_rate: int, *, remove_hum: bool
     front = ModelFront(channels=clip.shape[0], sample_rate=int(sample_rate), remove_hum=remove_hum)
     model_audio = torch.from_numpy(np.concatenate([front.process(clip), front.finish()], axis=1))
     return spectral.noise_floor(spectral.stft(spectral.pad_signal(model_audio)).abs())
+
+
+def passage_noise_floor(path, *, start_s: float, end_s: float, remove_hum: bool, what: str = "") -> torch.Tensor:
+    """:func:`measure_noise_floor` of the passage from ``start_s`` to ``end_s`` of the file at ``path`` (read
+    with a seek, so a lead-in costs the same in a long file), ``(channels, BINS)``. ``what`` names the
+    passage in errors (default: its times).
+
+    Raises:
+        AudioError: the file cannot be read, the passage ends after it, or it is no usable noise clip; the
+            message names the file.
+    """
+    info = probe(path)
+    what = what or f"the noise passage {start_s:g}-{end_s:g} s"
+    first = round(start_s * info.sample_rate)
+    frames = round(end_s * info.sample_rate) - first
+    if first + frames > info.frames:
+        raise AudioError(f"{path}: {what}: the passage ends after the file, which is {info.duration_s:.3f} s long")
+    try:
+        return measure_noise_floor(read_excerpt(path, start_frame=first, frames=frames), info.sample_rate,
+                                   remove_hum=remove_hum)
+    except ValueError as error:
+        raise AudioError(f"{path}: {what}: {error}") from None
 
 
 def check_noise_floor(noise_floor: object, *, channels: int, noise_floor_input: bool) -> torch.Tensor:

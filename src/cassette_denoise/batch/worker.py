@@ -38,12 +38,16 @@ class Settings:
     model_sha256: str
     device: str = "auto"
     precision: str = "auto"
+    #: Each file's noise floor from this passage of it, ``(start_s, end_s)``; ``None``: from the music.
+    noise_from_s: tuple[float, float] | None = None
 
     def as_json(self) -> str:
         """The settings that decide the output's samples (not the device or where the model lies)."""
         return json.dumps({"strength_db": self.strength_db, "remove_hum": self.remove_hum,
                            "subtype": self.subtype.upper() if self.subtype else None,
-                           "model_sha256": self.model_sha256, "precision": self.precision}, sort_keys=True)
+                           "model_sha256": self.model_sha256, "precision": self.precision,
+                           "noise_from_s": None if self.noise_from_s is None else list(self.noise_from_s)},
+                          sort_keys=True)
 
     @property
     def sha256(self) -> str:
@@ -81,14 +85,20 @@ def denoise_task(task: Task) -> Outcome:
     input or output, which comes back as the outcome's ``error``."""
     from cassette_denoise.audio import AudioError
     from cassette_denoise.batch.stats import measure
+    from cassette_denoise.front import passage_noise_floor
 
     worker = f"{socket.gethostname()}:{os.getpid()}"
     try:
         content = file_sha256(task.source)
+        denoiser, settings = _denoiser(task.settings), task.settings
+        noise_floor = None
+        if settings.noise_from_s is not None:
+            start_s, end_s = settings.noise_from_s
+            noise_floor = passage_noise_floor(task.source, start_s=start_s, end_s=end_s,
+                                              remove_hum=denoiser.remove_hum, what=f"--noise-from {start_s:g}-{end_s:g} s")
         Path(task.destination).parent.mkdir(parents=True, exist_ok=True)
-        result = _denoiser(task.settings).denoise_file(
-            task.source, task.destination, strength_db=task.settings.strength_db, subtype=task.settings.subtype,
-        )
+        result = denoiser.denoise_file(task.source, task.destination, strength_db=settings.strength_db,
+                                       subtype=settings.subtype, noise_floor=noise_floor)
         before, after = measure(task.source), measure(task.destination)
         thumbnail = _save_thumbnail(before, after, Path(task.thumbnail))
     except (AudioError, OSError, ValueError) as error:

@@ -10,6 +10,7 @@ import time
 from cassette_denoise.cli import EXIT_FAILED, EXIT_OK, CommandError
 from cassette_denoise.cli import messages
 from cassette_denoise.cli.denoise import add_denoise_options, check_options, plan_jobs
+from cassette_denoise.cli.passage import noise_passage
 
 
 def register(subparsers) -> None:
@@ -29,6 +30,9 @@ def register(subparsers) -> None:
                          help="use the running Dask cluster at ADDRESS (e.g. tcp://host:8786); every worker must "
                               "see the inputs, DST and --model under the same paths")
     add_denoise_options(parser)
+    parser.add_argument("--noise-from", metavar="START-END", type=noise_passage,
+                        help="take each tape's noise floor from this passage of it, e.g. its lead-in 0:00-0:05 "
+                             "(seconds, m:ss or h:mm:ss); a tape shorter than that fails on its own")
     parser.set_defaults(run=run)
 
 
@@ -51,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"--model {args.model}: no such file")
     settings = Settings(strength_db=args.strength_db, remove_hum=not args.keep_hum, subtype=args.subtype,
                         model_path=model, model_sha256=model_sha256(model), device=args.device,
-                        precision=args.precision)
+                        precision=args.precision,
+                        noise_from_s=None if args.noise_from is None else (args.noise_from.start_s, args.noise_from.end_s))
     try:
         batch = Batch(args.out_dir, settings=settings)
     except BatchError as error:

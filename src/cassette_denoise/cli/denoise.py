@@ -225,36 +225,18 @@ def _given_noise_floor(denoiser, args: argparse.Namespace, noise_clip):
     return None if noise_clip is None else denoiser.noise_floor(*noise_clip)
 
 
-def _passage_noise_floor(denoiser, info, passage):
-    """The floor measured on ``--noise-from``'s passage of the file ``info`` describes, read with a seek.
-
-    Raises:
-        AudioError: the passage ends after the file does, or is no usable noise clip; naming the file.
-    """
-    from cassette_denoise.audio import AudioError, read_excerpt
-    from cassette_denoise.cli.passage import format_time
-
-    source = info.path
-    first, frames = passage.frames(info.sample_rate)
-    if first + frames > info.frames:
-        raise AudioError(f"{source}: --noise-from {passage}: the passage ends after the file, which is "
-                         f"{format_time(info.duration_s)} long")
-    try:
-        return denoiser.noise_floor(read_excerpt(source, start_frame=first, frames=frames), info.sample_rate)
-    except ValueError as error:
-        raise AudioError(f"{source}: --noise-from {passage}: {error}") from None
-
-
 def _denoise_one(denoiser, job: Job, args: argparse.Namespace, errors: list[str], *, noise_floor=None):
     """Denoise one job; on failure, report it once, add it to ``errors`` and return None."""
     from tqdm import tqdm
 
     from cassette_denoise.audio import AudioError, probe, remove_stale_partials
+    from cassette_denoise.front import passage_noise_floor
 
     try:
         info = probe(job.source)
         if args.noise_from is not None:
-            noise_floor = _passage_noise_floor(denoiser, info, args.noise_from)
+            noise_floor = passage_noise_floor(job.source, start_s=args.noise_from.start_s, end_s=args.noise_from.end_s,
+                                              remove_hum=denoiser.remove_hum, what=f"--noise-from {args.noise_from}")
         job.destination.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_partials(job.destination)
         with tqdm(total=info.frames, unit="frame", unit_scale=True, desc=messages.printable(job.source.name[:30]),
