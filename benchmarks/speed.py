@@ -153,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         measured = {(method.key, duration) for method in methods for duration in durations}
         document["rows"] = [{"command": previous.get("command"), **row} for row in previous.get("rows", [])
                             if (row["method"], row["duration_s"]) not in measured]
-        document["runs"] = [row for row in previous.get("runs", []) if (row["method"], row["duration_s"]) not in measured]
+        document["runs"] = [row for row in previous.get("runs", [])
+                            if (row["method"], row["duration_s"]) not in measured]
         document["models"] = {**previous.get("models", {}), **document["models"]}
     print(f"writing {args.out}", file=sys.stderr)
     for duration in durations:

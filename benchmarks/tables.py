@@ -27,7 +27,8 @@ DASH = "–"
 #: The input SNRs the README's synthetic table shows (tables.md has them all).
 README_SNRS_DB = (10.0, 20.0)
 #: Speed rows the README leaves out: the random-weight width-16 network is a sizing aid, not a denoiser.
-README_SKIP_METHODS = ("seed-width", "deepfilternet-3-limit-12-db")  # the second runs the same network as DeepFilterNet 3
+#: Left out of the README's speed table: random weights, and the same network as "deepfilternet-3".
+README_SKIP_METHODS = ("seed-width", "deepfilternet-3-limit-12-db")
 
 
 def main(argv: list[str] | None = None) -> int:

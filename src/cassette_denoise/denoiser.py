@@ -59,6 +59,8 @@ TREBLE_RAMP_HZ = (4000.0, 8000.0)
 #: Samples read per block when streaming a file: about 3 s at 44.1 kHz.
 BLOCK_FRAMES = 1 << 17
 FLOAT_SUBTYPES = frozenset({"FLOAT", "DOUBLE", "VORBIS", "OPUS"})
+
+
 def resolve_device(device: str) -> torch.device:
     """``"auto"`` picks CUDA when available, else CPU."""
     if device == "auto":

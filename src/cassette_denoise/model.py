@@ -81,8 +81,8 @@ class UNet(nn.Module):
             for level in range(config.levels)
         )
         self.pool = nn.MaxPool2d(2)
-        # The seed's decoder: nearest upsampling then a 2×2 convolution brings the width back to the finer level's, then the
-        # skip connection is concatenated and two 3×3 convolutions mix them. ``forward`` computes
+        # The seed's decoder: nearest upsampling, then a 2×2 convolution to the finer level's width, then
+        # the skip connection is concatenated and two 3×3 convolutions mix them. ``forward`` computes
         # each ``up`` block's first three steps at once with :func:`upsampled_conv` (same result).
         self.up = nn.ModuleList()
         self.merge = nn.ModuleList()

@@ -94,8 +94,8 @@ def denoise_task(task: Task) -> Outcome:
         noise_floor = None
         if settings.noise_from_s is not None:
             start_s, end_s = settings.noise_from_s
-            noise_floor = passage_noise_floor(task.source, start_s=start_s, end_s=end_s,
-                                              remove_hum=denoiser.remove_hum, what=f"--noise-from {start_s:g}-{end_s:g} s")
+            noise_floor = passage_noise_floor(task.source, start_s=start_s, end_s=end_s, remove_hum=denoiser.remove_hum,
+                                              what=f"--noise-from {start_s:g}-{end_s:g} s")
         Path(task.destination).parent.mkdir(parents=True, exist_ok=True)
         result = denoiser.denoise_file(task.source, task.destination, strength_db=settings.strength_db,
                                        subtype=settings.subtype, noise_floor=noise_floor)

@@ -53,10 +53,10 @@ def run(args: argparse.Namespace) -> int:
     model = os.path.abspath(args.model) if args.model else None
     if model and not os.path.isfile(model):
         raise CommandError(f"--model {args.model}: no such file")
+    passage = args.noise_from
     settings = Settings(strength_db=args.strength_db, remove_hum=not args.keep_hum, subtype=args.subtype,
                         model_path=model, model_sha256=model_sha256(model), device=args.device,
-                        precision=args.precision,
-                        noise_from_s=None if args.noise_from is None else (args.noise_from.start_s, args.noise_from.end_s))
+                        precision=args.precision, noise_from_s=None if passage is None else (passage.start_s, passage.end_s))
     try:
         batch = Batch(args.out_dir, settings=settings)
     except BatchError as error:
