@@ -27,6 +27,7 @@ import numpy as np
 
 import _common
 import quality
+from cassette_denoise.defaults import PRECISIONS
 
 DEFAULT_FAMILIES = ("white", "pink", "brown", "falling-tape", "whine", "preset:walkman-ferric", "real-residual")
 QUIET_SHARE = 0.3
@@ -60,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parts", default="families,quiet",
                         help="families (every family at every SNR) and/or quiet (the falling tape with its 1-5 kHz "
                              "noise 7 dB above the music in the quietest 30 %% of frames) (default: %(default)s)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="the model's arithmetic (default: %(default)s, as the command line)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=_common.RESULTS_DIR / "generalisation.json")
     args = parser.parse_args(argv)
