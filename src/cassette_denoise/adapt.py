@@ -79,7 +79,7 @@ class AdaptConfig:
     #: Spans about the last 50 steps.
     weight_average_decay: float = 0.98
     #: The fine-tune's arithmetic (``defaults.PRECISIONS``): bfloat16 where the CPU computes it natively takes
-    #: about 1.6× the steps in the same minutes.
+    #: about 1.5× the steps in the same minutes.
     precision: str = "auto"
     validate_every_steps: int = 50
     score_snrs_db: tuple[float, ...] = (0.0, 10.0, 20.0)

@@ -58,7 +58,7 @@ def add_denoise_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--precision", choices=PRECISIONS, default="auto",
                         help="the model's arithmetic: auto (default) is bfloat16 where the CPU computes it natively, "
-                             "about twice as fast, and float32 elsewhere")
+                             "faster, and float32 elsewhere")
     parser.add_argument("--model", help="a .safetensors checkpoint (default: the bundled model)")
 
 

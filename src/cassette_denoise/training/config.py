@@ -71,7 +71,7 @@ class TrainConfig:
     logit_limit: float = 5.0
     seed: int = 0
     #: Arithmetic of the forward and backward passes (``defaults.PRECISIONS``): ``auto`` is bfloat16 where the
-    #: CPU computes it natively, about 1.6× the steps per second of float32 there; the weights, the loss and
+    #: CPU computes it natively, about 1.5× the steps per second of float32 there; the weights, the loss and
     #: the optimiser stay float32 either way.
     precision: str = "float32"
     threads: int = 1
