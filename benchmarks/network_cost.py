@@ -43,9 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from cassette_denoise.model import UNet, UNetConfig, parameter_count
-    from cassette_denoise.precision import native_bfloat16
+    from cassette_denoise.precision import native_bfloat16, reduced_precision
 
     torch.set_num_threads(args.threads)
+    cpu = torch.device("cpu")
     generator = torch.Generator().manual_seed(0)
     tile = torch.rand(1, 2, 512, TILE_FRAMES, generator=generator) * 2 - 1
     tile = tile.contiguous(memory_format=torch.channels_last)
@@ -56,12 +57,12 @@ def main(argv: list[str] | None = None) -> int:
 
     def infer(name: str, dtype: torch.dtype) -> None:
         model = models[name].eval().to(memory_format=torch.channels_last)
-        with torch.inference_mode(), torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
+        with torch.inference_mode(), reduced_precision(cpu, dtype):
             model(tile, logits=True)
 
     def train(name: str, dtype: torch.dtype) -> None:
         model = models[name].train().to(memory_format=torch.contiguous_format)
-        with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
+        with reduced_precision(cpu, dtype):
             logits = model(batch, logits=True).float()
         loss = torch.nn.functional.mse_loss(torch.sigmoid(logits), target)
         optimisers[name].zero_grad(set_to_none=True)
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "network_cost",
         "command": _common.command_line(),
         "machine": {**_common.machine_info(threads=args.threads),
-                    "native_bfloat16": native_bfloat16(torch.device("cpu"))},
+                    "native_bfloat16": native_bfloat16(cpu)},
         "notes": [f"inference: one {TILE_FRAMES}-frame tile of one channel (1, 2, 512, {TILE_FRAMES}); training: one "
                   f"Adam step on ({BATCH}, 2, 512, {TRAIN_FRAMES}); random weights; medians over rounds in which "
                   "every case runs once, in turn, after one warm-up round."],

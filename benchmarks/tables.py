@@ -26,8 +26,8 @@ QUALITY_METRICS = (
 DASH = "–"
 #: The input SNRs the README's synthetic table shows (tables.md has them all).
 README_SNRS_DB = (10.0, 20.0)
-#: Speed rows the README leaves out: the random-weight width-16 network is a sizing aid, not a denoiser.
-#: Left out of the README's speed table: random weights, and the same network as "deepfilternet-3".
+#: Speed rows the README leaves out: the random-weight width-16 network is a sizing aid, not a denoiser, and
+#: DeepFilterNet 3 with a 12 dB limit runs the same network as "deepfilternet-3".
 README_SKIP_METHODS = ("seed-width", "deepfilternet-3-limit-12-db")
 
 

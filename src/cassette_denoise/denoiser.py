@@ -40,7 +40,7 @@ from cassette_denoise.checkpoint import load_model
 from cassette_denoise.defaults import DEFAULT_STRENGTH_DB
 from cassette_denoise.front import ModelFront, check_noise_floor, measure_noise_floor
 from cassette_denoise.model import UNet
-from cassette_denoise.precision import resolve_precision
+from cassette_denoise.precision import reduced_precision, resolve_precision
 from cassette_denoise.validate import check_audio_array, check_channels, check_sample_rate
 
 log = logging.getLogger(__name__)
@@ -407,8 +407,7 @@ class _MaskStream:
         """Model mask for a full tile of complex spectra ``(channels, BINS, TILE_FRAMES)``."""
         features = spectral.features(spectra.abs(), noise_floor=self.model.config.noise_floor_input,
                                      floor=self.noise_floor)
-        reduced = self.compute_dtype != torch.float32
-        with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.compute_dtype, enabled=reduced):
+        with torch.inference_mode(), reduced_precision(self.device, self.compute_dtype):
             # One channel at a time on the CPU: the same speed as a batch, half the activation memory.
             step = self.channels if self.device.type == "cuda" else 1
             logits = torch.cat([

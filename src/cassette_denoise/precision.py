@@ -37,3 +37,9 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
     if precision == "auto":
         return torch.bfloat16 if native_bfloat16(device) else torch.float32
     return torch.bfloat16 if precision == "bfloat16" else torch.float32
+
+
+def reduced_precision(device: torch.device, dtype: torch.dtype) -> torch.autocast:
+    """The context the network runs in for ``dtype`` (from :func:`resolve_precision`): autocast to it on
+    ``device``, or nothing at all for float32."""
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)

@@ -34,7 +34,7 @@ from cassette_denoise.corpus.manifest import corpus_files
 from cassette_denoise.denoiser import DEFAULT_STRENGTH_DB, Denoiser, resolve_device
 from cassette_denoise.metrics import lsd, si_sdr
 from cassette_denoise.model import UNet, parameter_count
-from cassette_denoise.precision import resolve_precision
+from cassette_denoise.precision import reduced_precision, resolve_precision
 from cassette_denoise.training import state as run_files
 from cassette_denoise.training.config import TrainConfig
 from cassette_denoise.training.examples import (
@@ -176,11 +176,8 @@ class _Run:
     noises: list[np.ndarray]
     validation: tuple[torch.Tensor, torch.Tensor]
     metadata: dict
-
-    @property
-    def compute_dtype(self) -> torch.dtype:
-        """The forward and backward passes' arithmetic (``config.precision`` on this device)."""
-        return resolve_precision(self.config.precision, self.device)
+    #: The forward and backward passes' arithmetic (``config.precision`` on this device).
+    compute_dtype: torch.dtype
 
 
 def _prepare(config: TrainConfig, distributed: "_Distributed", *, resume: bool) -> _Run:
@@ -210,7 +207,8 @@ def _prepare(config: TrainConfig, distributed: "_Distributed", *, resume: bool) 
         "parameters": parameter_count(model),
     }}
     return _Run(config, run_dir, distributed.device, model, torch.optim.Adam(model.parameters(), lr=config.learning_rate),
-                average, train_sources, noises, validation, metadata)
+                average, train_sources, noises, validation, metadata,
+                resolve_precision(config.precision, distributed.device))
 
 
 def _start_or_resume(run: _Run, *, resume: bool, is_main: bool) -> dict:
@@ -240,7 +238,7 @@ def _step(trainable: torch.nn.Module, run: _Run, noisy: torch.Tensor, target: to
         floor_from_noise_examples=config.floor_from_noise_examples)
     for group in run.optimizer.param_groups:
         group["lr"] = rate
-    with torch.autocast(run.device.type, dtype=run.compute_dtype, enabled=run.compute_dtype != torch.float32):
+    with reduced_precision(run.device, run.compute_dtype):
         logits = trainable(features, logits=True).float()
     loss = spectral_loss(torch.sigmoid(logits), noisy_spectrum, target_spectrum)
     if config.logit_penalty:
