@@ -62,3 +62,28 @@ def test_width_growth_sets_each_levels_width_and_a_slower_growth_is_cheaper(tmp_
     assert parameter_count(model) < parameter_count(UNet(doubling)) / 2
     with pytest.raises(ValueError, match="width_growth"):
         UNetConfig(width_growth=0.5)
+
+
+def test_a_patch_front_end_folds_blocks_into_channels_and_gives_one_mask_value_per_bin_and_frame(tmp_path):
+    from cassette_denoise.checkpoint import load_model, save_model
+
+    torch.manual_seed(0)
+    config = UNetConfig(base_width=6, levels=3, patch=2, noise_floor_input=True)
+    assert config.frame_multiple == 8
+    model = UNet(config).eval()
+    assert model.down[0][0].in_channels == 8 and model.head.out_channels == 4
+    features = torch.rand(1, 2, 32, 48) * 2 - 1
+    mask = model(features)
+    assert mask.shape == (1, 1, 32, 48) and 0 <= mask.min() and mask.max() <= 1
+    # The four mask values of a 2×2 block are four outputs of one position of the half-resolution network.
+    with torch.no_grad():
+        folded = torch.nn.functional.pixel_unshuffle(model(features, logits=True), 2)  # (1, 4, 16, 24)
+    assert folded.shape == (1, 4, 16, 24)
+    assert not torch.equal(folded[:, 0], folded[:, 3])
+    loaded, _ = load_model(save_model(tmp_path / "patch.safetensors", model))
+    assert loaded.config == config
+    torch.testing.assert_close(loaded(features), mask)
+    with pytest.raises(ValueError, match="multiples of 8"):
+        model(torch.zeros(1, 2, 32, 44))
+    with pytest.raises(ValueError, match="patch"):
+        UNetConfig(patch=3)

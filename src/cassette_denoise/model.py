@@ -33,10 +33,16 @@ class UNetConfig:
     #: A second input channel with each bin's noise floor over the tile (:func:`spectral.features`).
     #: False is the seed's single-channel input.
     noise_floor_input: bool = False
+    #: The network's finest level works on ``patch`` × ``patch`` blocks of bins and frames, each folded into
+    #: channels on the way in and unfolded into as many mask values on the way out (space-to-depth). 1 is
+    #: the seed's full resolution; 2 spends a quarter of the positions, where a narrow full-resolution level
+    #: costs the most time per operation.
+    patch: int = 1
 
     def __post_init__(self):
-        if self.base_width < 1 or self.levels < 2 or not 1.0 <= self.width_growth <= 4.0:
-            raise ValueError(f"UNetConfig needs base_width ≥ 1, levels ≥ 2 and width_growth in [1, 4], got {self}")
+        if self.base_width < 1 or self.levels < 2 or not 1.0 <= self.width_growth <= 4.0 or self.patch not in (1, 2, 4):
+            raise ValueError(f"UNetConfig needs base_width ≥ 1, levels ≥ 2, width_growth in [1, 4] and patch "
+                             f"1, 2 or 4, got {self}")
 
     @property
     def widths(self) -> tuple[int, ...]:
@@ -49,8 +55,8 @@ class UNetConfig:
 
     @property
     def frame_multiple(self) -> int:
-        """Input frequency and time sizes must be multiples of this (one halving per pooling)."""
-        return 2 ** (self.levels - 1)
+        """Input frequency and time sizes must be multiples of this (the patch, then one halving per pooling)."""
+        return self.patch * 2 ** (self.levels - 1)
 
 
 def _double_conv(channels_in: int, channels_out: int, negative_slope: float) -> nn.Sequential:
@@ -72,7 +78,7 @@ class UNet(nn.Module):
         widths = config.widths
         slope = config.negative_slope
         self.down = nn.ModuleList()
-        channels = config.input_channels
+        channels = config.input_channels * config.patch**2
         for width in widths:
             self.down.append(_double_conv(channels, width, slope))
             channels = width
@@ -94,7 +100,7 @@ class UNet(nn.Module):
                 nn.LeakyReLU(slope, inplace=True),
             ))
             self.merge.append(_double_conv(width * 2, width, slope))
-        self.head = nn.Conv2d(widths[0], 1, 1)
+        self.head = nn.Conv2d(widths[0], config.patch**2, 1)
         self._initialise()
 
     def _initialise(self) -> None:
@@ -117,7 +123,7 @@ class UNet(nn.Module):
         if features.shape[-1] % multiple or features.shape[-2] % multiple:
             raise ValueError(f"UNet input {tuple(features.shape)}: freq and frames must be multiples of {multiple}")
         skips = []
-        x = features
+        x = F.pixel_unshuffle(features, self.config.patch) if self.config.patch > 1 else features
         for level, (block, dropout) in enumerate(zip(self.down, self.dropouts)):
             if level:
                 x = self.pool(x)
@@ -127,6 +133,8 @@ class UNet(nn.Module):
             conv, activation = up[2], up[3]  # up[0] and up[1], upsampling and padding, are folded into the call
             x = merge(torch.cat([activation(upsampled_conv(x, conv)), skip], dim=1))
         values = self.head(x)
+        if self.config.patch > 1:
+            values = F.pixel_shuffle(values, self.config.patch)
         return values if logits else torch.sigmoid(values)
 
 
