@@ -29,6 +29,11 @@ chord is as likely; there a family also needs an odd harmonic. Each such segment
 the hum's own phase: the fundamental's frequency runs through the estimates of the segment and its two
 neighbours (a parabola, centre to centre) and its integral is every harmonic's phase, so a drifting line
 stays in phase across the segment. The fitted tones are cross-faded between segments and subtracted.
+
+What it costs is in proportion to what it finds. The search and the steadiness test look at nothing above
+:data:`MAX_HZ`, so they run on a copy of the signal decimated by :data:`ANALYSIS_DECIMATION` (44.1 kHz to
+2.76 kHz): the same bins per hertz from a sixteenth of the samples. Only the fit, where hum held, runs
+at the full rate.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ import numpy as np
 import torch
 
 from cassette_denoise import spectral
-from cassette_denoise.audio import MODEL_SAMPLE_RATE
+from cassette_denoise.audio import MODEL_SAMPLE_RATE, Resampler, output_length
 
 SEGMENT_SAMPLES = 1 << 16  # 1.49 s at 44.1 kHz: ~1.3 Hz Hann main lobe, short enough to follow level changes
 FUNDAMENTAL_HZ = (45.0, 65.0)  # 50 and 60 Hz mains, played up to ~8 % off speed
@@ -62,6 +67,9 @@ _ABSENT_DB = -1000.0
 MAX_FAMILIES = 2  # line families searched per segment: hum, and a bass note over it
 SAME_HUM_FRACTION = 0.03  # neighbouring fundamentals this close (relative) belong to the same hum
 FOUND_RESOLUTION_HZ = 0.1  # found_hz is reported to this; round(..., 1) below
+ANALYSIS_DECIMATION = 16  # at most (a power of 2); less where the rate would fall below MIN_ANALYSIS_RATE_HZ
+#: soxr passes up to ~91 % of the decimated Nyquist frequency flat: it must reach the top harmonic's neighbourhood.
+MIN_ANALYSIS_RATE_HZ = 2 * (MAX_HZ + NEIGHBOURHOOD_HZ[1]) / 0.91
 
 
 @dataclass(frozen=True)
@@ -89,14 +97,14 @@ class _Segment:
         return min(near, key=lambda item: abs(item.fundamental_hz - reference_hz), default=None)
 
 
-def analyse_segment(segment: np.ndarray, sample_rate: int, start: int) -> _Segment:
-    """Search ``segment`` ``(channels, samples)`` for families of steady harmonic lines."""
-    length = segment.shape[-1]
+def analyse_segment(segment: np.ndarray, sample_rate: float, *, start: int, length: int) -> _Segment:
+    """Search ``segment`` ``(channels, samples)`` at ``sample_rate`` (the analysis rate) for families of steady
+    harmonic lines; ``start`` and ``length`` place it in the full-rate signal."""
     segment32 = segment.astype(np.float32)
-    spectrum = np.abs(np.fft.rfft(segment32 * _hann(length), axis=-1))  # (channels, bins)
+    spectrum = np.abs(np.fft.rfft(segment32 * _hann(segment.shape[-1]), axis=-1))  # (channels, bins)
     # In most segments of most tapes the search finds nothing, and there is nothing more to pay for.
     found = (_steady_lines(segment32, spectrum, coarse_hz, sample_rate)
-             for coarse_hz in _search_fundamentals(spectrum, length=length, sample_rate=sample_rate))
+             for coarse_hz in _search_fundamentals(spectrum, length=segment.shape[-1], sample_rate=sample_rate))
     return _Segment(start, length, tuple(family for family in found if family is not None))
 
 
@@ -109,15 +117,20 @@ def _search_fundamentals(spectrum: np.ndarray, *, length: int, sample_rate: int)
     top = int(above.max()) + 2
     # The channels' power together, as far as the neighbourhood of the top harmonic reaches.
     magnitude = np.sqrt(np.sum(spectrum[:, :top + int(NEIGHBOURHOOD_HZ[1] * bins_per_hz) + 1] ** 2, axis=0))
-    around = np.full(top, np.inf)
     lowest = int(below[valid].min()) - 1
-    around[lowest:] = _neighbourhood_level(magnitude[None], np.arange(lowest, top), bins_per_hz)[0]
-    magnitude = magnitude[:top]
-    peak = magnitude > around * 10 ** (PROMINENCE_DB / 20)
-    peak[1:-1] &= (magnitude[1:-1] >= magnitude[:-2]) & (magnitude[1:-1] >= magnitude[2:])
+    # Only a local maximum can be a line: the neighbourhood's median (the search's main cost) only there.
+    maximum = np.ones(top, bool)
+    maximum[1:-1] = (magnitude[1:top - 1] >= magnitude[:top - 2]) & (magnitude[1:top - 1] >= magnitude[2:top])
+    maximum[:lowest] = False
+    candidates = np.flatnonzero(maximum)
+    around = _neighbourhood_level(magnitude[None], candidates, bins_per_hz)[0]
+    level = magnitude[candidates]
+    peak = level > around * 10 ** (PROMINENCE_DB / 20)
     # Each line counts by how far it stands out, up to a cap: a family of lines, not one loud partial.
-    ratio = magnitude / np.maximum(around, 1e-30)  # digital silence has no neighbourhood
-    prominence_db = np.where(peak, np.minimum(20 * np.log10(ratio + 1e-30), _CAP_DB), 0.0)
+    ratio = level / np.maximum(around, 1e-30)  # digital silence has no neighbourhood
+    prominence_db = np.zeros(top)
+    prominence_db[candidates] = np.where(peak, np.minimum(20 * np.log10(ratio + 1e-30), _CAP_DB), 0.0)
+    magnitude = magnitude[:top]
     found = []
     for _ in range(MAX_FAMILIES):
         met = np.maximum(prominence_db[below], prominence_db[above]) * valid  # (candidates, harmonics)
@@ -390,14 +403,25 @@ class HumRemover:
         if sample_rate <= 0:
             raise ValueError(f"sample rate must be positive, got {sample_rate}")
         self.channels, self.sample_rate = channels, sample_rate
-        # Scale the segment with the rate so that the frequency resolution stays the same.
-        self.segment = 2 * max(1024, int(round(SEGMENT_SAMPLES * sample_rate / MODEL_SAMPLE_RATE)) // 2)
+        self.decimation = max((factor for factor in (2, 4, 8, 16)
+                               if factor <= ANALYSIS_DECIMATION and sample_rate / factor >= MIN_ANALYSIS_RATE_HZ),
+                              default=1)
+        self.analysis_rate = sample_rate / self.decimation
+        # Scale the segment with the rate so that the frequency resolution stays the same; whole analysis
+        # samples in each half.
+        unit = 2 * self.decimation
+        self.segment = unit * max(1, int(round(max(2048, SEGMENT_SAMPLES * sample_rate / MODEL_SAMPLE_RATE) / unit)))
         self.hop = self.segment // 2
+        self._decimator = Resampler(sample_rate, self.analysis_rate, channels)
+        self._low = np.zeros((channels, 0), np.float32)  # analysis-rate input from analysis sample _low_start
+        self._low_start = 0
+        self._low_total = 0
         # One sin² hump per segment: sums to 1 across neighbours half a segment apart.
         self._crossfade = spectral.crossfade_window(self.segment, overlap_frames=self.hop).double().numpy()
-        self._audio = np.zeros((channels, 0), np.float64)  # input from absolute sample _start
-        self._hum = np.zeros((channels, 0), np.float64)  # weighted hum of the decided segments, same span
-        self._weight = np.zeros(0, np.float64)
+        self._audio = np.zeros((channels, 0), np.float32)  # input from absolute sample _start
+        # The decided segments' hum, cross-faded, over the same span; none until some segment has hum.
+        self._hum: np.ndarray | None = None
+        self._placed: list[int] = []  # where the decided segments that reach past _emitted start
         self._start = 0  # absolute index of the buffers' first sample
         self._emitted = 0
         self._total = 0
@@ -410,21 +434,24 @@ class HumRemover:
         self._found_counts, self._found_sums = np.zeros(steps), np.zeros(steps)
 
     def process(self, block: np.ndarray) -> np.ndarray:
-        block = np.asarray(block, np.float64)
+        block = np.asarray(block, np.float32)
         if block.ndim != 2 or block.shape[0] != self.channels:
             raise ValueError(f"expected a ({self.channels}, samples) block, got shape {block.shape}")
         self._total += block.shape[1]
         self._audio = np.concatenate([self._audio, block], axis=1)
-        self._hum = np.pad(self._hum, ((0, 0), (0, block.shape[1])))
-        self._weight = np.pad(self._weight, (0, block.shape[1]))
-        while self._analysed * self.hop + self.segment <= self._total:
-            self._analyse(self._analysed * self.hop)
+        if self._hum is not None:
+            self._hum = np.pad(self._hum, ((0, 0), (0, block.shape[1])))
+        self._add_low(self._decimator.process(block))
+        self._analyse_available()
         reach = OFF_SPEED_HOLD_SEGMENTS
         self._decide(until=self._analysed - reach if self._analysed >= 2 * reach + 1 else 0)
         undecided = self._decided - self._first_segment
         return self._emit(self._segments[undecided].start if self._decided < self._analysed else self._emitted)
 
     def finish(self) -> np.ndarray:
+        self._add_low(self._decimator.flush(total_out=output_length(self._total, self.sample_rate,
+                                                                     self.analysis_rate)))
+        self._analyse_available()
         if self._segments and self._segments[-1].start + self.segment < self._total:
             # The last segment ends at the last sample, so it fits real audio only.
             self._analyse(self._total - self.segment)
@@ -449,10 +476,28 @@ class HumRemover:
     def _analysed(self) -> int:
         return self._first_segment + len(self._segments)
 
+    def _add_low(self, low: np.ndarray) -> None:
+        self._low = np.concatenate([self._low, low], axis=1)
+        self._low_total += low.shape[1]
+
+    def _analyse_available(self) -> None:
+        """Analyse every regular segment whose samples are in, at both rates (the decimator lags a little)."""
+        low_segment = self.segment // self.decimation
+        while (self._analysed * self.hop + self.segment <= self._total
+               and (self._analysed * self.hop + self.segment) // self.decimation <= self._low_total):
+            self._analyse(self._analysed * self.hop)
+        # Later segments start at the next regular one, or the end segment within one segment of the end.
+        keep_from = min(self._analysed * self.hop // self.decimation, self._low_total - low_segment)
+        drop = max(0, keep_from - self._low_start)
+        self._low, self._low_start = self._low[:, drop:], self._low_start + drop
+
     def _analyse(self, start: int) -> None:
-        offset = start - self._start
-        audio = self._audio[:, offset: offset + self.segment]
-        self._segments.append(analyse_segment(audio, self.sample_rate, start))
+        low_segment = self.segment // self.decimation
+        # The end segment's start need not fall on an analysis sample: the nearest one that leaves it whole.
+        low_start = max(0, min(int(round(start / self.decimation)), self._low_total - low_segment))
+        offset = low_start - self._low_start
+        audio = self._low[:, offset: offset + low_segment]
+        self._segments.append(analyse_segment(audio, self.analysis_rate, start=start, length=self.segment))
 
     def _decide(self, *, until: int) -> None:
         while self._decided < until:
@@ -464,8 +509,10 @@ class HumRemover:
                 step = int(round((fundamental_hz - FUNDAMENTAL_HZ[0]) / FOUND_RESOLUTION_HZ))
                 self._found_counts[step] += 1
                 self._found_sums[step] += fundamental_hz
+                if self._hum is None:
+                    self._hum = np.zeros((self.channels, self._total - self._start))
                 self._hum[:, offset: offset + self.segment] += hum * self._crossfade
-            self._weight[offset: offset + self.segment] += self._crossfade
+            self._placed.append(self._segments[index].start)
             self._decided += 1
         # Later decisions read back at most 2 · OFF_SPEED_HOLD_SEGMENTS segments; older ones would pile up
         # over an hour.
@@ -476,14 +523,27 @@ class HumRemover:
     def _emit(self, final: int) -> np.ndarray:
         """Return samples ``[_emitted, final)`` and drop what no segment still needs."""
         first, last = self._emitted - self._start, final - self._start
-        hum = self._hum[:, first:last]
-        if hum.any():  # else subtracting the zeros as they are gives the same bits
-            weight = self._weight[first:last]
-            hum = np.divide(hum, weight, out=np.zeros_like(hum), where=weight > 0)
-        out = (self._audio[:, first:last] - hum).astype(np.float32)
+        out = self._audio[:, first:last].copy()
+        if self._hum is not None and self._hum[:, first:last].any():  # else the input is the output, bit for bit
+            hum = self._hum[:, first:last]
+            weight = self._weight(self._emitted, final)
+            out = (out - np.divide(hum, weight, out=np.zeros_like(hum), where=weight > 0)).astype(np.float32)
         self._emitted = final
+        self._placed = [start for start in self._placed if start + self.segment > final]
         # Keep one segment of history: the end segment starts up to a segment before the last sample.
         drop = max(0, min(final, self._total - self.segment) - self._start)
-        self._audio, self._hum, self._weight = self._audio[:, drop:], self._hum[:, drop:], self._weight[drop:]
+        self._audio = self._audio[:, drop:]
+        if self._hum is not None:
+            self._hum = self._hum[:, drop:]
         self._start += drop
         return out
+
+    def _weight(self, first: int, last: int) -> np.ndarray:
+        """The decided segments' cross-fades summed over absolute samples ``[first, last)`` ``(last - first,)``:
+        1 where two halves meet, less at a file's ends."""
+        weight = np.zeros(last - first)
+        for start in self._placed:
+            low, high = max(first, start), min(last, start + self.segment)
+            if low < high:
+                weight[low - first: high - first] += self._crossfade[low - start: high - start]
+        return weight

@@ -40,7 +40,8 @@ class UNetConfig:
     patch: int = 1
 
     def __post_init__(self):
-        if self.base_width < 1 or self.levels < 2 or not 1.0 <= self.width_growth <= 4.0 or self.patch not in (1, 2, 4):
+        if (self.base_width < 1 or self.levels < 2 or not 1.0 <= self.width_growth <= 4.0
+                or self.patch not in (1, 2, 4)):
             raise ValueError(f"UNetConfig needs base_width ≥ 1, levels ≥ 2, width_growth in [1, 4] and patch "
                              f"1, 2 or 4, got {self}")
 
