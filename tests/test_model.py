@@ -87,3 +87,18 @@ def test_a_patch_front_end_folds_blocks_into_channels_and_gives_one_mask_value_p
         model(torch.zeros(1, 2, 32, 44))
     with pytest.raises(ValueError, match="patch"):
         UNetConfig(patch=3)
+
+
+def test_inference_keeps_the_decoders_phase_weights_only_while_the_weights_stay_the_same():
+    torch.manual_seed(0)
+    model = UNet(UNetConfig(base_width=4, levels=3)).eval()
+    features = torch.rand(1, 1, 32, 32) * 2 - 1
+    with_grad = model(features, logits=True)  # computes them afresh, in the graph
+    with torch.inference_mode():
+        first, again = model(features, logits=True), model(features, logits=True)
+    assert torch.equal(first, with_grad.detach()) and torch.equal(again, first)
+    with torch.no_grad():
+        model.up[0][2].weight.mul_(2.0)  # as an optimiser step or a loaded state would
+        changed = model(features, logits=True)
+    torch.testing.assert_close(changed, model(features, logits=True).detach())
+    assert not torch.equal(changed, first)
