@@ -126,8 +126,31 @@ def write_json(path: Path, document: dict) -> None:
     os.replace(temp, path)
 
 
-def random_checkpoint(path: Path, *, base_width: int, seed: int = 0) -> Path:
-    """A model of the given width with random weights (enough to time it: speed does not depend on training)."""
+def process_tree_rss_mb(session_id: int) -> float:
+    """Resident memory of every process whose sid is ``session_id`` (the child and anything it
+    started), in MiB."""
+    total_kb = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            # Fields after the parenthesised command name: state ppid pgrp sid ...
+            fields = stat[stat.rindex(")") + 2:].split()
+            if int(fields[3]) != session_id:
+                continue
+            for line in (entry / "status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total_kb += int(line.split()[1])
+                    break
+        except (OSError, ValueError, IndexError):
+            continue  # the process ended while we looked
+    return total_kb / 1024
+
+
+def random_checkpoint(path: Path, *, seed: int = 0, **shape) -> Path:
+    """A model of the given shape (``UNetConfig`` fields) with random weights (enough to time it: speed does not
+    depend on training)."""
     import torch
 
     from cassette_denoise.checkpoint import save_model
@@ -138,7 +161,7 @@ def random_checkpoint(path: Path, *, base_width: int, seed: int = 0) -> Path:
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)  # UNet's initialisers draw from torch's global generator
-    model = UNet(UNetConfig(base_width=base_width))
+    model = UNet(UNetConfig(**shape))
     return save_model(path, model, metadata={
         "training_data": "none: random weights, made by benchmarks/ for speed and memory measurements only",
     })

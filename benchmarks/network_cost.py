@@ -1,8 +1,8 @@
 """What the network itself costs: one inference tile and one training step, float32 against bfloat16.
 
-For each network shape (the bundled doubling width-8 U-Net, and the six-level one whose width grows 1.5× per
-level) and each precision, with random weights (the cost does not depend on them), at ``--threads`` torch
-threads:
+For each network shape (the bundled doubling width-8 U-Net; six levels whose width grows 1.5× per level from 8;
+the same from 12 with a 2×2 space-to-depth front end, ``UNetConfig.patch``) and each precision, with random
+weights (the cost does not depend on them), at ``--threads`` torch threads:
 
 * **inference**: one 512-frame tile of one channel, as the denoiser runs it (``channels_last``, under
   ``torch.inference_mode`` and, for bfloat16, autocast);
@@ -28,6 +28,8 @@ import _common
 SHAPES = {
     "doubling, width 8, 5 levels (bundled)": {"base_width": 8, "noise_floor_input": True},
     "growth 1.5, width 8, 6 levels": {"base_width": 8, "levels": 6, "width_growth": 1.5, "noise_floor_input": True},
+    "patch 2, growth 1.5, width 12, 6 levels": {"base_width": 12, "levels": 6, "width_growth": 1.5, "patch": 2,
+                                                "noise_floor_input": True},
 }
 PRECISIONS = ("float32", "bfloat16")
 BATCH, TRAIN_FRAMES, TILE_FRAMES = 8, 128, 512

@@ -5,8 +5,9 @@ into the cache folder; then every method runs on it in a fresh child process, on
 
 * ``ours``: ``cassette-denoise denoise IN -o OUT`` with the bundled model (or ``--ours-model``);
 * ``ours-float32``: the same with ``--precision float32`` (``ours`` takes bfloat16 where the CPU has it);
-* ``seed-width``: the same command with ``--model`` set to a base-width-16 model with random weights
-  (the seed project's layout at width 16; speed does not depend on the weights);
+* ``seed-width`` and ``patch-2``: the same command with ``--model`` set to a network with random weights
+  (speed does not depend on them): the seed project's layout at width 16, and the noise-aware shape whose
+  finest level works on 2×2 blocks (``UNetConfig.patch``), 6 levels from width 12 growing 1.5× per level;
 * the peers of :mod:`cassette_denoise.peers`, each applied to the whole file by a child Python
   process (read, denoise, write), since none of them streams.
 
@@ -48,7 +49,12 @@ RTF_TARGET = 0.05
 LOAD_DURATION_S = 60
 #: OpenMP wait policies --wait-policies can compare; an empty value is read as unset (libgomp warns once).
 WAIT_POLICIES = {"passive": "PASSIVE", "active": "ACTIVE", "default": ""}
-SEED_WIDTH = 16
+#: Shapes timed with random weights: key -> (label, UNetConfig fields).
+RANDOM_SHAPES = {
+    "seed-width": ("seed width (16)", {"base_width": 16}),
+    "patch-2": ("patch 2, 6 levels from width 12", {"base_width": 12, "levels": 6, "width_growth": 1.5, "patch": 2,
+                                                   "noise_floor_input": True}),
+}
 POLL_S = 0.2
 # The denoise command's closing summary: "denoised 1 file(s), 0:10 of audio in 0.62 s, ...".
 SUMMARY_SECONDS = re.compile(r"of audio in ([0-9.]+) s")
@@ -79,22 +85,20 @@ def build_parser() -> argparse.ArgumentParser:
                         help="comma-separated test file lengths in seconds (default: "
                              f"{','.join(map(str, DEFAULT_DURATIONS_S))}; with --load {LOAD_DURATION_S})")
     parser.add_argument("--methods",
-                        help="comma-separated: all, peers, ours, seed-width, or peer names/prefixes such as "
-                             "noisereduce, sox, ffmpeg (default: all; with --load ours)")
+                        help="comma-separated: all, peers, ours, ours-float32, seed-width, patch-2, or peer names/"
+                             "prefixes such as noisereduce, sox, ffmpeg (default: all; with --load ours)")
     parser.add_argument("--threads", type=int, default=2, help="torch/BLAS threads in each child (default: 2)")
-    parser.add_argument("--ours-model", type=Path,
-                        help="checkpoint for 'ours' (default: the bundled model)")
+    parser.add_argument("--ours-model", type=Path, help="checkpoint for 'ours' (default: the bundled model)")
     parser.add_argument("--timeout-s", type=float, default=900.0,
                         help="stop a run after this long and record it as skipped (default: 900)")
-    parser.add_argument("--max-rss-mb", type=float, default=None,
-                        help="stop a run whose processes together exceed this resident memory "
-                             "(default: 85%% of physical memory)")
+    parser.add_argument("--max-rss-mb", type=float, default=None, help="stop a run whose processes together "
+                        "exceed this resident memory (default: 85%% of physical memory)")
     parser.add_argument("--cache-dir", type=Path, default=_common.CACHE_DIR,
-                        help="where test files, the random seed-width model and outputs go (default: %(default)s)")
+                        help="where test files, the random-weight models and outputs go (default: %(default)s)")
     parser.add_argument("--out", type=Path,
                         help="results file (default: results/speed.json; with --load results/speed_load.json)")
-    parser.add_argument("--load", type=int, metavar="N",
-                        help="compare each run alone and beside N CPU-bound busy processes (see above)")
+    parser.add_argument("--load", type=int, metavar="N", help="compare each run alone and beside N CPU-bound busy "
+                        "processes (see above)")
     parser.add_argument("--load-threads", default="1,2",
                         help="with --load: comma-separated torch thread counts to compare (default: %(default)s)")
     parser.add_argument("--wait-policies", default="passive",
@@ -139,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
             "rtf = seconds / duration_s; seconds is the processing time the child reports (reading, denoising, "
             "writing), without interpreter start, imports and model loading; wall_s/wall_rtf include them.",
             "ours: seconds parsed from the denoise command's summary line, which has a resolution of 0.1 s.",
-            f"seed-width: base_width {SEED_WIDTH} with random weights; speed does not depend on training.",
+            "seed-width, patch-2: networks of those shapes with random weights; speed does not depend on training.",
             "peak_rss_mb: largest resident set of any one process of the run (getrusage of the child), in MiB.",
             "input: synthetic music with hiss, stereo 44.1 kHz PCM_16 WAV; outputs are written in the same format.",
             "With --repeats N the methods run in turn N times, each round starting one method later, so that a "
@@ -291,9 +295,9 @@ def all_methods(args: argparse.Namespace) -> list[Method]:
         methods.append(Method("ours", "ours", denoise + extra, model=_describe(ours_path, source)))
         methods.append(Method("ours-float32", "ours, float32", denoise + extra + ["--precision", "float32"],
                               model=_describe(ours_path, source)))
-    seed = _common.random_checkpoint(args.cache_dir / f"random-w{SEED_WIDTH}.safetensors", base_width=SEED_WIDTH)
-    methods.append(Method("seed-width", f"seed width ({SEED_WIDTH})", denoise + ["--model", str(seed)],
-                          model=_describe(seed, f"random weights, base_width {SEED_WIDTH}")))
+    for key, (label, shape) in RANDOM_SHAPES.items():
+        path = _common.random_checkpoint(args.cache_dir / f"random-{key}.safetensors", **shape)
+        methods.append(Method(key, label, denoise + ["--model", str(path)], model=_describe(path, "random weights")))
 
     for peer in all_peers():
         key = peer_key(peer.name)
@@ -313,7 +317,7 @@ def select_methods(methods: list[Method], spec: str) -> list[Method]:
         if token == "all":
             matches = methods
         elif token == "peers":
-            matches = [method for method in methods if not method.key.startswith(("ours", "seed-width"))]
+            matches = [method for method in methods if method.key not in ("ours", "ours-float32", *RANDOM_SHAPES)]
         elif any(method.key == token for method in methods):
             matches = [method for method in methods if method.key == token]
         else:
@@ -378,7 +382,7 @@ def run_measured(command: list[str], *, env, timeout_s: float, max_rss_mb: float
         if elapsed > timeout_s:
             stop_reason = f"skipped: stopped after the {timeout_s:g} s timeout"
         else:
-            tree_mb = _process_tree_rss_mb(process.pid)
+            tree_mb = _common.process_tree_rss_mb(process.pid)
             if tree_mb > max_rss_mb:
                 stop_reason = f"skipped: stopped at {tree_mb:.0f} MB resident, above the {max_rss_mb:.0f} MB limit"
         if stop_reason:
@@ -440,28 +444,6 @@ def _reported_seconds(captured: dict, how: str) -> float | None:
         return None
     found = SUMMARY_SECONDS.findall(captured["stderr"])
     return float(found[-1]) if found else None
-
-
-def _process_tree_rss_mb(session_id: int) -> float:
-    """Resident memory of every process whose sid is ``session_id`` (the child and anything it
-    started), in MiB."""
-    total_kb = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            # Fields after the parenthesised command name: state ppid pgrp sid ...
-            fields = stat[stat.rindex(")") + 2:].split()
-            if int(fields[3]) != session_id:
-                continue
-            for line in (entry / "status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total_kb += int(line.split()[1])
-                    break
-        except (OSError, ValueError, IndexError):
-            continue  # the process ended while we looked
-    return total_kb / 1024
 
 
 def _check_output(source: Path, output: Path) -> str:

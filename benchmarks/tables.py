@@ -28,7 +28,7 @@ DASH = "–"
 README_SNRS_DB = (10.0, 20.0)
 #: Speed rows the README leaves out: the random-weight width-16 network is a sizing aid, not a denoiser, and
 #: DeepFilterNet 3 with a 12 dB limit runs the same network as "deepfilternet-3".
-README_SKIP_METHODS = ("seed-width", "deepfilternet-3-limit-12-db")
+README_SKIP_METHODS = ("seed-width", "patch-2", "deepfilternet-3-limit-12-db")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,7 +96,9 @@ def readme_speed(document: dict) -> str:
     """Processing real-time factor · peak memory per method and file length, without the sizing rows."""
     rows = [row for row in document["rows"] if row["method"] not in README_SKIP_METHODS]
     durations = sorted({row["duration_s"] for row in rows})
-    methods = sorted(dict.fromkeys(row["method"] for row in rows), key=lambda method: method != "ours")
+    # Ours first (the bundled precision, then float32), then the peers in the results' order.
+    methods = sorted(dict.fromkeys(row["method"] for row in rows),
+                     key=lambda method: {"ours": 0, "ours-float32": 1}.get(method, 2))
     by_key = {(row["method"], row["duration_s"]): row for row in rows}
     labels = {row["method"]: _method_label(row["method"], row["label"], document.get("models", {})) for row in rows}
 
@@ -154,7 +156,9 @@ def speed_tables(document: dict) -> str:
     rows = document["rows"]
     durations = sorted({row["duration_s"] for row in rows})
     # Ours first, whichever run measured it last.
-    methods = sorted(dict.fromkeys(row["method"] for row in rows), key=lambda method: method != "ours")
+    # Ours first (the bundled precision, then float32), then the peers in the results' order.
+    methods = sorted(dict.fromkeys(row["method"] for row in rows),
+                     key=lambda method: {"ours": 0, "ours-float32": 1}.get(method, 2))
     by_key = {(row["method"], row["duration_s"]): row for row in rows}
     labels = {row["method"]: _method_label(row["method"], row["label"], document.get("models", {})) for row in rows}
     footnotes: list[str] = []
