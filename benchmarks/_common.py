@@ -62,11 +62,15 @@ def memory_total_mb() -> float | None:
     return None
 
 
-def thread_env(threads: int) -> dict[str, str]:
-    """Environment that caps torch (OpenMP) and the BLAS libraries at ``threads`` threads."""
+def thread_env(threads: int | None) -> dict[str, str]:
+    """Environment that caps torch (OpenMP) and the BLAS libraries at ``threads`` threads; None leaves each
+    library (and the command line) to choose its own."""
     env = dict(os.environ)
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
-        env[name] = str(threads)
+        if threads is None:
+            env.pop(name, None)
+        else:
+            env[name] = str(threads)
     return env
 
 
@@ -92,7 +96,7 @@ def busy_processes(count: int, *, limit_s: float) -> Iterator[list[subprocess.Po
             process.wait()
 
 
-def machine_info(*, threads: int) -> dict:
+def machine_info(*, threads: int | None) -> dict:
     """CPU, cores, memory and software versions; torch's thread count is read in a child with ``threads`` set."""
     import torch
 

@@ -100,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--load", type=int, metavar="N", help="compare each run alone and beside N CPU-bound busy "
                         "processes (see above)")
     parser.add_argument("--load-threads", default="1,2",
-                        help="with --load: comma-separated torch thread counts to compare (default: %(default)s)")
+                        help="with --load: comma-separated torch thread counts to compare, or auto for the "
+                             "command's own choice (default: %(default)s)")
     parser.add_argument("--wait-policies", default="passive",
                         help="with --load: comma-separated OpenMP wait policies to compare: passive, active, or "
                              "default (OpenMP's own: spin a little, then sleep) (default: %(default)s)")
@@ -207,17 +208,20 @@ def default_durations(load_mode: bool) -> str:
 def compare_under_load(args: argparse.Namespace, methods: list[Method], durations: list[float], *,
                        max_rss_mb: float) -> int:
     """Every condition (load, threads, wait policy) in turn, round after round; rows, medians and ratios."""
-    thread_counts = [int(item) for item in args.load_threads.split(",") if item.strip()]
+    # "auto": OMP_NUM_THREADS unset, so the command picks its own count (threads.default_threads).
+    thread_counts = [item.strip() if item.strip() == "auto" else int(item) for item in args.load_threads.split(",")
+                     if item.strip()]
     policies = [item.strip() for item in args.wait_policies.split(",") if item.strip()]
     unknown = [policy for policy in policies if policy not in WAIT_POLICIES]
-    if args.load < 1 or args.repeats < 1 or not thread_counts or min(thread_counts) < 1 or unknown:
+    counts = [count for count in thread_counts if count != "auto"]
+    if args.load < 1 or args.repeats < 1 or not thread_counts or (counts and min(counts) < 1) or unknown:
         raise SystemExit(f"speed.py: error: need --load >= 1, --repeats >= 1, thread counts >= 1 and wait policies "
                          f"among {', '.join(WAIT_POLICIES)}; got {args.load}, {args.repeats}, {thread_counts}, {policies}")
     conditions = [(load, threads, policy) for load in (0, args.load) for threads in thread_counts for policy in policies]
     document = {
         "benchmark": "speed_load",
         "command": _common.command_line(),
-        "machine": _common.machine_info(threads=thread_counts[0]),
+        "machine": _common.machine_info(threads=counts[0] if counts else None),
         "models": {method.key: method.model for method in methods if method.model},
         "notes": [
             "load: CPU-bound busy processes (a pure-Python loop each) running during the whole run, 0 = quiet.",
@@ -234,7 +238,8 @@ def compare_under_load(args: argparse.Namespace, methods: list[Method], duration
         for repeat in range(args.repeats):
             shift = repeat % len(conditions)
             for load, threads, policy in conditions[shift:] + conditions[:shift]:
-                env = {**_common.thread_env(threads), "OMP_WAIT_POLICY": WAIT_POLICIES[policy]}
+                env = {**_common.thread_env(None if threads == "auto" else threads),
+                       "OMP_WAIT_POLICY": WAIT_POLICIES[policy]}
                 for method in methods:
                     with _common.busy_processes(load, limit_s=args.timeout_s + 60):
                         row = measure(method, source, duration, args=args, env=env, max_rss_mb=max_rss_mb)

@@ -57,6 +57,38 @@ def test_default_is_capped_and_honours_omp_num_threads(monkeypatch):
     assert threads.default_threads() == 3
 
 
+def test_the_default_leaves_out_the_cores_other_programs_keep_busy(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(threads, "available_cores", lambda: 4)
+    assert [threads.default_threads(busy_cores=busy) for busy in (0.0, 0.4, 0.6, 2.0, 3.7, 9.0)] == [4, 4, 3, 2, 1, 1]
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")
+    assert threads.default_threads(busy_cores=3.0) == 4  # the user's choice stands
+
+
+def test_busy_cores_are_what_the_cpus_did_less_their_idle_time_and_this_process():
+    cpus = len(os.sched_getaffinity(0))
+    before = threads.CpuSample(wall_s=100.0, idle_s=50.0, own_s=3.0)
+    after = threads.CpuSample(wall_s=101.0, idle_s=50.0 + cpus - 1.5, own_s=3.5)  # 1.5 CPUs worked, 0.5 for us
+    assert threads.busy_cores_elsewhere(before, after) == pytest.approx(1.0)
+    assert threads.busy_cores_elsewhere(before, threads.CpuSample(100.05, 50.1, 3.0)) == 0.0  # too short to tell
+    assert threads.busy_cores_elsewhere(None, after) == 0.0
+
+
+def test_beside_a_busy_program_on_every_core_the_command_takes_one_thread():
+    cpus = len(os.sched_getaffinity(0))
+    spin = "import time\nend = time.monotonic() + 30\nwhile time.monotonic() < end:\n    pass\n"
+    busy = [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(cpus)]
+    try:
+        code = "from cassette_denoise import threads; print(threads.configure_threads())"
+        env = {key: value for key, value in os.environ.items() if key != "OMP_NUM_THREADS"}
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    finally:
+        for process in busy:
+            process.kill()
+            process.wait()
+    assert done.stdout.split() == ["1"]
+
+
 @pytest.mark.parametrize("bad", [0, -2, 1.5, True, "2"])
 def test_configure_threads_refuses_what_is_not_a_count(bad):
     with pytest.raises(ValueError, match=repr(bad).replace(".", r"\.")):

@@ -6,7 +6,11 @@ browser, two denoisers side by side) the spinning threads take the cores away fr
 have work, and a run can take ten times as long as on a quiet machine. Two settings avoid that:
 
 * at most one thread per physical core that this process may run on (its CPU affinity, as set by
-  ``taskset`` or a container's cpuset), capped at :data:`MAX_DEFAULT_THREADS`;
+  ``taskset`` or a container's cpuset), capped at :data:`MAX_DEFAULT_THREADS`, and none on the cores that
+  other programs keep busy: the threads of one parallel region wait for the slowest, so a thread sharing a
+  core with a busy program holds the others up (measured: beside a busy process per core, a 5-minute file
+  took 2.8 times its quiet time on two threads and 2.0 times on one). How busy the cores are is read from
+  ``/proc/stat`` while torch loads, a second that the process spends waiting anyway;
 * passive waiting (``OMP_WAIT_POLICY=PASSIVE``): idle threads sleep. OpenMP reads the policy once, when
   torch is first imported, so :func:`use_passive_waiting` must run before that; the command line does it
   first thing. Outputs are identical either way; on a quiet machine passive waiting costs a few percent.
@@ -26,6 +30,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -36,6 +42,8 @@ MAX_DEFAULT_THREADS = 8
 WAIT_POLICY_VARIABLE = "OMP_WAIT_POLICY"
 THREADS_VARIABLE = "OMP_NUM_THREADS"
 _CPU_TOPOLOGY = Path("/sys/devices/system/cpu")
+_PROC_STAT = Path("/proc/stat")
+_MIN_SAMPLE_S = 0.2  # the counters tick every 10 ms: shorter windows say little
 
 
 def available_cores() -> int:
@@ -53,13 +61,51 @@ def available_cores() -> int:
     return max(1, len(cores))
 
 
-def default_threads() -> int:
+def default_threads(*, busy_cores: float = 0.0) -> int:
     """``OMP_NUM_THREADS`` where the user set it to a whole number, else :func:`available_cores` up to
-    :data:`MAX_DEFAULT_THREADS`."""
+    :data:`MAX_DEFAULT_THREADS`, less the cores other programs keep busy (``busy_cores``, on average, see
+    :func:`busy_cores_elsewhere`), but at least one."""
     chosen = os.environ.get(THREADS_VARIABLE, "").strip()
     if chosen.isdigit() and int(chosen) >= 1:
         return int(chosen)
-    return min(available_cores(), MAX_DEFAULT_THREADS)
+    cores = available_cores()
+    return max(1, min(cores - int(round(max(0.0, busy_cores))), MAX_DEFAULT_THREADS))
+
+
+@dataclass(frozen=True)
+class CpuSample:
+    """What :func:`busy_cores_elsewhere` compares: when, how long the CPUs this process may use have
+    been idle in all, and how much CPU time this process has used, all in seconds."""
+
+    wall_s: float
+    idle_s: float
+    own_s: float
+
+
+def sample_cpu() -> CpuSample | None:
+    """The counters now, from ``/proc/stat``; None where there is no such file (macOS, Windows)."""
+    if not hasattr(os, "sched_getaffinity"):
+        return None
+    cpus = {f"cpu{cpu}" for cpu in os.sched_getaffinity(0)}
+    try:
+        lines = _PROC_STAT.read_text().splitlines()
+        ticks = os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError):
+        return None
+    # Per CPU: user nice system idle iowait ...; a CPU waiting for I/O is free to compute.
+    idle = sum(int(fields[4]) + int(fields[5]) for fields in map(str.split, lines) if fields and fields[0] in cpus)
+    times = os.times()
+    return CpuSample(time.monotonic(), idle / ticks, times.user + times.system)
+
+
+def busy_cores_elsewhere(before: CpuSample | None, after: CpuSample | None) -> float:
+    """How many of this process's cores other programs kept busy between two samples, on average (0 where
+    either is missing or they are too close together to tell)."""
+    if before is None or after is None or after.wall_s - before.wall_s < _MIN_SAMPLE_S:
+        return 0.0
+    wall = after.wall_s - before.wall_s
+    busy = len(os.sched_getaffinity(0)) * wall - (after.idle_s - before.idle_s) - (after.own_s - before.own_s)
+    return max(0.0, busy / wall)
 
 
 def use_passive_waiting() -> bool:
@@ -76,16 +122,20 @@ def use_passive_waiting() -> bool:
 
 
 def configure_threads(threads: int | None = None) -> int:
-    """Run torch's operators on ``threads`` threads (default: :func:`default_threads`) and, when torch
-    is not imported yet, with passive waiting. Returns the thread count set. Call it before the first
-    model runs; it applies to the whole process."""
-    if threads is None:
-        threads = default_threads()
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+    """Run torch's operators on ``threads`` threads (default: :func:`default_threads`, less the cores other
+    programs kept busy while torch loaded, when this call loads it) and, when torch is not imported yet, with
+    passive waiting. Returns the thread count set. Call it before the first model runs; it applies to the
+    whole process."""
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise ValueError(f"threads must be a whole number of at least 1, got {threads!r}")
     use_passive_waiting()
+    before = sample_cpu() if "torch" not in sys.modules else None
     import torch
 
+    if threads is None:
+        busy = busy_cores_elsewhere(before, sample_cpu())
+        threads = default_threads(busy_cores=busy)
+        log.debug("other programs kept %.1f core(s) busy while torch loaded", busy)
     torch.set_num_threads(threads)
     log.debug("torch uses %d thread(s), wait policy %s", threads, os.environ.get(WAIT_POLICY_VARIABLE, "default"))
     return threads
