@@ -102,3 +102,10 @@ def test_inference_keeps_the_decoders_phase_weights_only_while_the_weights_stay_
         changed = model(features, logits=True)
     torch.testing.assert_close(changed, model(features, logits=True).detach())
     assert not torch.equal(changed, first)
+    # Kept in the weights' precision even when first made under autocast, so that float32 runs can use them.
+    with torch.no_grad():
+        model.up[0][2].weight.mul_(1.0)  # the same values, a new version: made afresh on the next call
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        model(features, logits=True)
+    with torch.inference_mode():
+        assert torch.equal(model(features, logits=True), changed)

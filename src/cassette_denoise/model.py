@@ -149,7 +149,9 @@ class UNet(nn.Module):
         key = (weight._version, weight.data_ptr(), bias._version, bias.data_ptr(), weight.dtype, weight.device)
         cached = self._phase_cache.get(id(conv))
         if cached is None or cached[0] != key:
-            cached = self._phase_cache[id(conv)] = (key, phase_weights(conv))
+            # In the weights' own precision: autocast casts them for each convolution as it does the others'.
+            with torch.autocast(weight.device.type, enabled=False):
+                cached = self._phase_cache[id(conv)] = (key, phase_weights(conv))
         return cached[1]
 
 
