@@ -17,7 +17,6 @@ cell's error removed (``lsd_without_db``).
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
 

@@ -183,7 +183,7 @@ def speed_tables(document: dict) -> str:
         "### Speed and memory",
         "",
         _provenance(document),
-        *([""] + [f"Rows measured by: " + "; ".join(f"`{command}`" for command in commands) + "."]
+        *([""] + ["Rows measured by: " + "; ".join(f"`{command}`" for command in commands) + "."]
           if len(commands) > 1 else []),
         "",
         "Real-time factor (processing time ÷ audio duration; lower is faster"

@@ -167,3 +167,22 @@ def test_the_hum_stage_runs_before_the_model_and_can_be_switched_off(pass_throug
     assert removed.shape == noisy.shape
     residual_db = 10 * np.log10(np.mean((removed - audio) ** 2) / np.mean(hum**2))
     assert residual_db < -15, residual_db
+
+
+def test_channels_side_by_side_give_what_one_after_the_other_gives(random_model, monkeypatch):
+    from cassette_denoise import tiles
+
+    audio = music_like(2, 44100 * 8, 44100, seed=21)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert tiles.channel_workers(2, torch.device("cpu")) == 2
+        side_by_side = Denoiser(random_model, device="cpu", remove_hum=False).denoise(audio, 44100)
+        monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+        assert tiles.channel_workers(2, torch.device("cpu")) == 1
+        in_turn = Denoiser(random_model, device="cpu", remove_hum=False).denoise(audio, 44100)
+    finally:
+        monkeypatch.undo()
+        torch.set_num_threads(before)
+    np.testing.assert_array_equal(side_by_side, in_turn)
+    assert tiles.channel_workers(2, torch.device("cuda")) == 1  # a GPU takes the channels as one batch

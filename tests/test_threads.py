@@ -139,3 +139,11 @@ def test_the_command_line_runs_openmp_with_passive_waiting(tmp_path, tiny_checkp
     done = subprocess.run(command, capture_output=True, text=True, timeout=120,
                           env={**env, "OMP_DISPLAY_ENV": "TRUE", "OMP_WAIT_POLICY": "ACTIVE"})
     assert "OMP_WAIT_POLICY = 'ACTIVE'" in done.stderr
+
+
+def test_malloc_arenas_are_limited_on_glibc_and_left_alone_elsewhere(monkeypatch):
+    import platform
+
+    assert threads.limit_malloc_arenas(4) is (platform.libc_ver()[0] == "glibc")
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert threads.limit_malloc_arenas(4) is False

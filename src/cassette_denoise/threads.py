@@ -27,6 +27,7 @@ add up in another order): below one step of 16-bit audio.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import sys
@@ -44,6 +45,7 @@ THREADS_VARIABLE = "OMP_NUM_THREADS"
 _CPU_TOPOLOGY = Path("/sys/devices/system/cpu")
 _PROC_STAT = Path("/proc/stat")
 _MIN_SAMPLE_S = 0.2  # the counters tick every 10 ms: shorter windows say little
+_M_ARENA_MAX = -8  # mallopt's parameter number, glibc's malloc.h
 
 
 def available_cores() -> int:
@@ -121,6 +123,21 @@ def use_passive_waiting() -> bool:
     return True
 
 
+def limit_malloc_arenas(arenas: int) -> bool:
+    """On glibc, let the threads share at most ``arenas`` malloc arenas (``mallopt(M_ARENA_MAX)``); returns whether
+    it took. Each thread that allocates while another holds the lock gets an arena of its own, which keeps freed
+    memory for itself: with the denoiser's two channel workers, 465-485 MB at the peak instead of 430-445, at the
+    same speed (a 5-minute stereo file). Call it before the threads start."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt  # the C library the interpreter runs on
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return mallopt(_M_ARENA_MAX, arenas) == 1
+
+
 def configure_threads(threads: int | None = None) -> int:
     """Run torch's operators on ``threads`` threads (default: :func:`default_threads`, less the cores other
     programs kept busy while torch loaded, when this call loads it) and, when torch is not imported yet, with
@@ -137,5 +154,6 @@ def configure_threads(threads: int | None = None) -> int:
         threads = default_threads(busy_cores=busy)
         log.debug("other programs kept %.1f core(s) busy while torch loaded", busy)
     torch.set_num_threads(threads)
+    limit_malloc_arenas(max(2, threads))
     log.debug("torch uses %d thread(s), wait policy %s", threads, os.environ.get(WAIT_POLICY_VARIABLE, "default"))
     return threads

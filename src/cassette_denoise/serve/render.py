@@ -1,7 +1,7 @@
 """Re-apply a recorded model mask, and draw what it does: the numbers behind the page, no web code.
 
 The denoiser's stream hands its mask path's input and the model's cross-faded mask to a
-:class:`~cassette_denoise.denoiser.MaskTap`; with those two, another strength or the hum stage
+:class:`~cassette_denoise.tiles.MaskTap`; with those two, another strength or the hum stage
 switched off costs one STFT, one inverse STFT and a resampling: no network.
 """
 

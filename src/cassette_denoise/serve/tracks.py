@@ -49,7 +49,7 @@ class Superseded(Exception):
 
 
 class Recording:
-    """A :class:`~cassette_denoise.denoiser.MaskTap` that keeps everything it is handed."""
+    """A :class:`~cassette_denoise.tiles.MaskTap` that keeps everything it is handed."""
 
     def __init__(self):
         self._audio: list[np.ndarray] = []
