@@ -138,7 +138,8 @@ def test_example_plays_switches_at_the_same_position_rerenders_and_downloads_the
     slider.send_keys(Keys.HOME)  # 0 dB: nothing is attenuated
     wait_for(lambda: player_state(page)["renders"] > at_default["renders"], what="the re-render")
     at_zero = player_state(page)
-    assert at_zero["afterEnergy"] > at_default["afterEnergy"] * 1.01
+    # The example's hiss is about 1 % of its energy: what stands out is how much less comes out at 0 dB.
+    assert at_zero["afterEnergy"] > at_default["afterEnergy"] * 1.005
     assert at_zero["removedEnergy"] < at_default["removedEnergy"] * 0.5
     assert "strength_db=0" in at_zero["download"]
 

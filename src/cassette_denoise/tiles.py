@@ -4,10 +4,14 @@ raised to the calibrated exponent, floored, applied, and overlap-added back to a
 On a CPU the channels of a tile run side by side, each on one thread (:func:`channel_workers`): a tile's
 convolutions split across threads wait for the slowest at every layer, where two channels on two threads
 never wait for each other (measured: one stereo tile in 30 ms instead of 40-47 ms, two threads, bfloat16).
+The stream leaves the latest tile running while its caller goes on with the next blocks (reading, the hum
+stage, writing), so that work does not leave the model's cores idle either.
 """
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
@@ -71,6 +75,7 @@ class MaskStream:
         self._recent = torch.zeros(channels, spectral.BINS, 0, dtype=torch.complex64)  # the last TILE_FRAMES frames
         self._spec_start = 0
         self._next_tile = 0
+        self._running: deque[tuple[int, Callable[[], torch.Tensor]]] = deque()  # (first frame, mask)
         self._out_sum = torch.zeros(channels, 0)  # overlap-add of final frames, from padded sample _out_start
         self._out_envelope = torch.zeros(0)
         self._out_start = 0
@@ -96,7 +101,7 @@ class MaskStream:
         if shortfall > 0:
             self._audio = torch.nn.functional.pad(self._audio, (0, shortfall))
         self._compute_frames()
-        self._run_tiles(available_frames=frames_needed)
+        self._run_tiles(available_frames=frames_needed, in_flight=0)
         if self._next_tile * self.tile_hop < frames_needed:
             self._run_end_tile(frames_needed)
         if self._pool is not None:
@@ -120,17 +125,22 @@ class MaskStream:
         self._audio = self._audio[:, drop:]
         self._audio_start += drop
 
-    def _run_tiles(self, *, available_frames: int) -> int:
-        """Run every tile whose frames are all computed; returns how many frames are final."""
-        while (self._next_tile * self.tile_hop + TILE_FRAMES) <= available_frames:
-            self._run_tile(self._next_tile)
-            self._next_tile += 1
-        return self._next_tile * self.tile_hop
+    def _run_tiles(self, *, available_frames: int, in_flight: int = 1) -> int:
+        """Start every tile whose frames are all computed, wait until at most ``in_flight`` are still running,
+        and return how many frames are final.
 
-    def _run_tile(self, tile: int) -> None:
-        start = tile * self.tile_hop
-        offset = start - self._spec_start
-        self._accumulate(start, self._mask(self._spectra[..., offset: offset + TILE_FRAMES]))
+        A tile left running works on the channel workers while the caller reads, writes and takes the hum
+        out of the next blocks: the front's work fills the cores the model would leave idle meanwhile.
+        """
+        while (self._next_tile * self.tile_hop + TILE_FRAMES) <= available_frames:
+            start = self._next_tile * self.tile_hop
+            offset = start - self._spec_start  # never negative: frames are final only before finished tiles
+            self._running.append((start, self._start_mask(self._spectra[..., offset: offset + TILE_FRAMES])))
+            self._next_tile += 1
+        while len(self._running) > in_flight:  # in order, so the masks add up exactly as one after the other
+            start, mask = self._running.popleft()
+            self._accumulate(start, mask())
+        return (self._next_tile - len(self._running)) * self.tile_hop
 
     def _run_end_tile(self, frames_needed: int) -> None:
         """The last tile ends exactly at the last frame, so the model sees only real audio.
@@ -140,10 +150,11 @@ class MaskStream:
         """
         spectra = self._recent[..., -TILE_FRAMES:]
         start = frames_needed - spectra.shape[-1]
-        self._accumulate(start, self._mask(_fill_tile(spectra))[..., : spectra.shape[-1]])
+        self._accumulate(start, self._start_mask(_fill_tile(spectra))()[..., : spectra.shape[-1]])
 
-    def _mask(self, spectra: torch.Tensor) -> torch.Tensor:
-        """Model mask for a full tile of complex spectra ``(channels, BINS, TILE_FRAMES)``."""
+    def _start_mask(self, spectra: torch.Tensor) -> Callable[[], torch.Tensor]:
+        """Start the model on a full tile of complex spectra ``(channels, BINS, TILE_FRAMES)``; the returned
+        function waits for its mask, ``(channels, BINS, TILE_FRAMES)``."""
         def forward(channels: slice) -> torch.Tensor:
             floor = self.noise_floor  # one for all channels, or one each
             features = spectral.features(spectra[channels].abs(), noise_floor=self.model.config.noise_floor_input,
@@ -153,13 +164,17 @@ class MaskStream:
                 return self.model(features.to(self.device, memory_format=torch.channels_last),
                                   logits=True).float().cpu()
 
-        if self.device.type != "cpu":  # a GPU takes all channels as one batch
-            logits = forward(slice(None))
-        else:  # one channel at a time per thread: a batch would be no faster and take more memory
-            each = [slice(channel, channel + 1) for channel in range(self.channels)]
-            logits = torch.cat(list(self._pool.map(forward, each)) if self._pool else [forward(one) for one in each])
-        # The sigmoid in float32: bfloat16 would round a mask of 0.99 to steps of 0.004 (0.03 dB).
-        return torch.sigmoid(logits).squeeze(1)
+        def mask(logits: list[torch.Tensor]) -> torch.Tensor:
+            # The sigmoid in float32: bfloat16 would round a mask of 0.99 to steps of 0.004 (0.03 dB).
+            return torch.sigmoid(torch.cat(logits)).squeeze(1)
+
+        if self._pool is None:  # a GPU takes all channels as one batch; one CPU thread takes them in turn
+            each = [slice(None)] if self.device.type != "cpu" else [slice(c, c + 1) for c in range(self.channels)]
+            done = mask([forward(channels) for channels in each])
+            return lambda: done
+        # One channel per worker: a batch would be no faster and take more memory.
+        running = [self._pool.submit(forward, slice(channel, channel + 1)) for channel in range(self.channels)]
+        return lambda: mask([future.result() for future in running])
 
     def _accumulate(self, start: int, mask: torch.Tensor) -> None:
         """Add a tile's cross-fade-weighted mask for the frames from ``start`` that are not final yet."""
