@@ -186,3 +186,31 @@ def test_channels_side_by_side_give_what_one_after_the_other_gives(random_model,
         torch.set_num_threads(before)
     np.testing.assert_array_equal(side_by_side, in_turn)
     assert tiles.channel_workers(2, torch.device("cuda")) == 1  # a GPU takes the channels as one batch
+
+
+def test_streams_leave_no_channel_worker_threads_behind(random_model):
+    import gc
+    import threading
+
+    audio = music_like(2, 44100 * 7, 44100, seed=22)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        denoiser = Denoiser(random_model, device="cpu", remove_hum=False)
+        baseline = threading.active_count()
+        for _ in range(3):  # finished streams shut their workers down
+            denoiser.denoise(audio, 44100)
+        assert threading.active_count() == baseline
+        for _ in range(3):  # abandoned ones (an error mid-file) let them go once dropped
+            stream = denoiser.stream(channels=2, sample_rate=44100)
+            stream.process(audio)
+            assert threading.active_count() > baseline
+            del stream
+            gc.collect()
+        for _ in range(100):
+            if threading.active_count() == baseline:
+                break
+            threading.Event().wait(0.05)
+        assert threading.active_count() == baseline
+    finally:
+        torch.set_num_threads(before)
