@@ -155,3 +155,29 @@ def test_a_bfloat16_run_trains_float32_weights_that_stay_finite(music_folder, tm
     assert all(weight.dtype == torch.float32 and torch.isfinite(weight).all() for weight in weights)
     rows = list(csv.DictReader((tmp_path / "run" / "log.csv").open()))
     assert all(float(row["train_loss"]) == float(row["train_loss"]) for row in rows)  # no NaN
+
+
+def test_a_teacher_pulls_a_network_of_another_shape_towards_its_masks(music_folder, tmp_path):
+    from cassette_denoise.checkpoint import load_model, save_model
+
+    torch.manual_seed(1)
+    # A teacher that masks far more than a new network starts out doing (its logits near -2, against +3).
+    teacher = UNet(UNetConfig(base_width=2, noise_floor_input=True, initial_mask_logit=-2.0)).eval()
+    teacher_path = save_model(tmp_path / "teacher.safetensors", teacher)
+    student = dict(model=UNetConfig(base_width=2, levels=3, patch=2, noise_floor_input=True), context_frames=32,
+                   max_steps=10, learning_rate=5e-2)
+    train(tiny_config(music_folder, tmp_path / "alone", **student))
+    train(tiny_config(music_folder, tmp_path / "taught", teacher=str(teacher_path), teacher_weight=10.0, **student))
+    sources = scan_sources(sorted(music_folder.glob("*.flac")), split="train")
+    noisy, target = fixed_examples(sources, config=PairConfig(), frames=32, count=2, seed=5)
+    features = spectra_batch(noisy, target, noise_floor=True)[0]
+
+    def mean_logit(model: UNet) -> float:
+        with torch.no_grad():
+            return model.eval()(features, logits=True).mean().item()
+
+    alone, taught = (mean_logit(load_model(tmp_path / run / "latest.safetensors")[0]) for run in ("alone", "taught"))
+    assert mean_logit(teacher) < taught < alone - 0.25
+    with pytest.raises(ValueError, match="noise-floor input"):
+        train(tiny_config(music_folder, tmp_path / "mismatch", teacher=str(teacher_path),
+                          model=UNetConfig(base_width=2), context_frames=32))

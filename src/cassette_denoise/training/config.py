@@ -33,6 +33,11 @@ class TrainConfig:
     noise_dir: str = ""
     #: Start from this checkpoint's weights ("" = the model's own initialisation); its config must match.
     init_from: str = ""
+    #: A trained checkpoint whose mask logits the model also learns to match ("" = none), by
+    #: ``teacher_weight`` times their mean squared difference: a cheaper network learns a trained one's
+    #: behaviour from far fewer steps than from the targets alone. Its shape may differ from ``model``.
+    teacher: str = ""
+    teacher_weight: float = 1.0
     model: UNetConfig = RECIPE_MODEL
     pairs: PairConfig = PairConfig()
     batch_size: int = 8
@@ -90,6 +95,8 @@ class TrainConfig:
             raise ValueError(f"context_frames ({self.context_frames}) must be at least crop_frames ({self.crop_frames})")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.teacher_weight < 0:
+            raise ValueError(f"teacher_weight must be at least 0, got {self.teacher_weight}")
         if not 0.0 <= self.weight_average_decay < 1.0:
             raise ValueError(f"weight_average_decay must be in [0, 1), got {self.weight_average_decay}")
         for name in ("batch_size", "max_steps", "validate_every_steps", "validation_examples", "warmup_steps"):

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader
 
 from cassette_denoise import spectral
 from cassette_denoise.audio import MODEL_SAMPLE_RATE, find_audio_files
-from cassette_denoise.checkpoint import save_model
+from cassette_denoise.checkpoint import load_model, save_model
 from cassette_denoise.corpus.manifest import corpus_files
 from cassette_denoise.denoiser import DEFAULT_STRENGTH_DB, Denoiser, resolve_device
 from cassette_denoise.metrics import lsd, si_sdr
@@ -44,7 +44,7 @@ from cassette_denoise.training.examples import (
     load_noise_recordings,
     scan_sources,
 )
-from cassette_denoise.training.losses import logit_penalty, spectral_loss
+from cassette_denoise.training.losses import logit_penalty, spectral_loss, teacher_loss
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +178,8 @@ class _Run:
     metadata: dict
     #: The forward and backward passes' arithmetic (``config.precision`` on this device).
     compute_dtype: torch.dtype
+    #: ``config.teacher``'s network, in evaluation mode, or None.
+    teacher: UNet | None = None
 
 
 def _prepare(config: TrainConfig, distributed: "_Distributed", *, resume: bool) -> _Run:
@@ -206,9 +208,15 @@ def _prepare(config: TrainConfig, distributed: "_Distributed", *, resume: bool) 
         "train_minutes": round(sum(s.frames for s in train_sources) / MODEL_SAMPLE_RATE / 60, 1),
         "parameters": parameter_count(model),
     }}
+    teacher = None
+    if config.teacher:
+        teacher = load_model(Path(config.teacher))[0].eval().to(distributed.device, memory_format=torch.channels_last)
+        if teacher.config.noise_floor_input != config.model.noise_floor_input:
+            raise ValueError(f"{config.teacher}: the teacher's noise-floor input ({teacher.config.noise_floor_input}) "
+                             f"must match the model's ({config.model.noise_floor_input})")
     return _Run(config, run_dir, distributed.device, model, torch.optim.Adam(model.parameters(), lr=config.learning_rate),
                 average, train_sources, noises, validation, metadata,
-                resolve_precision(config.precision, distributed.device))
+                resolve_precision(config.precision, distributed.device), teacher)
 
 
 def _start_or_resume(run: _Run, *, resume: bool, is_main: bool) -> dict:
@@ -241,6 +249,10 @@ def _step(trainable: torch.nn.Module, run: _Run, noisy: torch.Tensor, target: to
     with reduced_precision(run.device, run.compute_dtype):
         logits = trainable(features, logits=True).float()
     loss = spectral_loss(torch.sigmoid(logits), noisy_spectrum, target_spectrum)
+    if run.teacher is not None:
+        with torch.no_grad(), reduced_precision(run.device, run.compute_dtype):
+            teacher_logits = run.teacher(features, logits=True).float()
+        loss = loss + config.teacher_weight * teacher_loss(logits, teacher_logits, limit=config.logit_limit)
     if config.logit_penalty:
         loss = loss + config.logit_penalty * logit_penalty(logits, limit=config.logit_limit)
     run.optimizer.zero_grad(set_to_none=True)

@@ -78,3 +78,9 @@ def logit_penalty(logits: torch.Tensor, *, limit: float) -> torch.Tensor:
     longer be learned down.
     """
     return torch.relu(logits.abs() - limit).pow(2).mean()
+
+
+def teacher_loss(logits: torch.Tensor, teacher_logits: torch.Tensor, *, limit: float) -> torch.Tensor:
+    """Mean squared difference of ``logits`` from a teacher's, the teacher's clipped to ``±limit`` (the range
+    :func:`logit_penalty` keeps the model's own in), over tensors of one shape."""
+    return (logits - teacher_logits.clamp(-limit, limit)).pow(2).mean()
