@@ -34,8 +34,8 @@ class TrainConfig:
     #: Start from this checkpoint's weights ("" = the model's own initialisation); its config must match.
     init_from: str = ""
     #: A trained checkpoint whose mask logits the model also learns to match ("" = none), by
-    #: ``teacher_weight`` times their mean squared difference: a cheaper network learns a trained one's
-    #: behaviour from far fewer steps than from the targets alone. Its shape may differ from ``model``.
+    #: ``teacher_weight`` times their mean squared difference, so that a cheaper network learns a trained
+    #: one's behaviour besides the examples' targets. Its shape may differ from ``model``.
     teacher: str = ""
     teacher_weight: float = 1.0
     model: UNetConfig = RECIPE_MODEL
