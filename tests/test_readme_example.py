@@ -33,13 +33,16 @@ def test_readme_first_command_denoises_the_example_through_the_console_script(tm
     argv = readme_denoise_command()
     script = Path(sys.executable).parent / "cassette-denoise"
     assert script.is_file(), f"the console script is not installed next to {sys.executable}"
-    for arg in argv:  # copy the inputs the command names, so the run writes only into tmp_path
-        if (REPO / arg).is_file():
+    output_arg = argv[argv.index("-o") + 1]
+    # Copy the inputs the command names, so the run writes only into tmp_path; not an output the README's own
+    # command left in the checkout, which would make the run skip the file.
+    for arg in argv:
+        if arg != output_arg and (REPO / arg).is_file():
             (tmp_path / arg).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(REPO / arg, tmp_path / arg)
     result = subprocess.run([str(script), *argv[1:]], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    source, output = tmp_path / argv[2], tmp_path / argv[argv.index("-o") + 1]
+    source, output = tmp_path / argv[2], tmp_path / output_arg
     before, after = sf.info(source), sf.info(output)
     assert (after.frames, after.samplerate, after.channels, after.format, after.subtype) == \
         (before.frames, before.samplerate, before.channels, before.format, before.subtype)
