@@ -8,8 +8,8 @@ have work, and a run can take ten times as long as on a quiet machine. Two setti
 * at most one thread per physical core that this process may run on (its CPU affinity, as set by
   ``taskset`` or a container's cpuset), capped at :data:`MAX_DEFAULT_THREADS`, and none on the cores that
   other programs keep busy: the threads of one parallel region wait for the slowest, so a thread sharing a
-  core with a busy program holds the others up (measured: beside a busy process per core, a 5-minute file
-  took 2.8 times its quiet time on two threads and 2.0 times on one). How busy the cores are is read from
+  core with a busy program holds the others up (the denoiser's two channels run in regions of their own, so
+  for stereo it matters less; docs/speed.md has the measurements). How busy the cores are is read from
   ``/proc/stat`` while torch loads, a second that the process spends waiting anyway;
 * passive waiting (``OMP_WAIT_POLICY=PASSIVE``): idle threads sleep. OpenMP reads the policy once, when
   torch is first imported, so :func:`use_passive_waiting` must run before that; the command line does it
