@@ -46,8 +46,10 @@ from cassette_denoise.validate import check_audio_array, check_channels, check_s
 
 log = logging.getLogger(__name__)
 
-#: The hum stage (see :mod:`cassette_denoise.hum`) is on unless a caller switches it off.
+#: The hum and whine stages (see :mod:`cassette_denoise.hum`, :mod:`cassette_denoise.whine`) are on unless a
+#: caller switches them off.
 REMOVE_HUM = True
+REMOVE_WHINE = True
 BUNDLED_MODEL = "cassette-unet-w8-treble-stronger"
 #: The mask exponent is the calibrated ``mask_exponent`` up to the first frequency and the calibrated
 #: ``treble_mask_exponent`` from the second up, linear in between (docs/MODEL_CARD.md, "Calibration"):
@@ -95,14 +97,14 @@ class Denoiser:
 
     def __init__(self, model: UNet, *, device: str = "auto", metadata: dict | None = None,
                  mask_exponent: float | None = None, treble_mask_exponent: float | None = None,
-                 remove_hum: bool = REMOVE_HUM, precision: str = "auto"):
+                 remove_hum: bool = REMOVE_HUM, remove_whine: bool = REMOVE_WHINE, precision: str = "auto"):
         """``mask_exponent`` defaults to the one calibrated for this model (its sidecar's
         ``calibration.mask_exponent``; 1, the raw mask, for a model without one), and
         ``treble_mask_exponent`` (from :data:`TREBLE_RAMP_HZ` up) to the sidecar's
-        ``calibration.treble_mask_exponent``, else to ``mask_exponent``. ``remove_hum`` switches
-        the hum stage before the model. ``precision`` (:mod:`cassette_denoise.precision`) sets the
+        ``calibration.treble_mask_exponent``, else to ``mask_exponent``. ``remove_hum`` and
+        ``remove_whine`` switch the hum and whine stages before the model. ``precision`` (:mod:`cassette_denoise.precision`) sets the
         arithmetic of the model's convolutions (:attr:`compute_dtype`); the mask is computed in float32."""
-        self.remove_hum = remove_hum
+        self.remove_hum, self.remove_whine = remove_hum, remove_whine
         self.device = resolve_device(device)
         self.compute_dtype = resolve_precision(precision, self.device)
         # channels_last halves CPU inference time for this narrow network (oneDNN's fast path).
@@ -146,7 +148,7 @@ class Denoiser:
         :func:`cassette_denoise.front.measure_noise_floor`, which also says what it raises. A mono
         clip's floor serves audio of any channel count.
         """
-        return measure_noise_floor(audio, sample_rate, remove_hum=self.remove_hum)
+        return measure_noise_floor(audio, sample_rate, remove_hum=self.remove_hum, remove_whine=self.remove_whine)
 
     def stream(self, *, channels: int, sample_rate: int, strength_db: float = DEFAULT_STRENGTH_DB,
                tap: MaskTap | None = None, noise_floor: torch.Tensor | None = None) -> "DenoiseStream":
@@ -261,7 +263,8 @@ class DenoiseStream:
             noise_floor = check_noise_floor(noise_floor, channels=channels,
                                             noise_floor_input=denoiser.model.config.noise_floor_input)
         self.channels, self.sample_rate = channels, sample_rate
-        self._front = ModelFront(channels=channels, sample_rate=sample_rate, remove_hum=denoiser.remove_hum)
+        self._front = ModelFront(channels=channels, sample_rate=sample_rate, remove_hum=denoiser.remove_hum,
+                                 remove_whine=denoiser.remove_whine)
         self._from_model = Resampler(MODEL_SAMPLE_RATE, sample_rate, channels)
         self._core = MaskStream(denoiser.model, device=denoiser.device, compute_dtype=denoiser.compute_dtype,
                                  channels=channels,

@@ -38,12 +38,14 @@ class Settings:
     model_sha256: str
     device: str = "auto"
     precision: str = "auto"
+    remove_whine: bool = True
     #: Each file's noise floor from this passage of it, ``(start_s, end_s)``; ``None``: from the music.
     noise_from_s: tuple[float, float] | None = None
 
     def as_json(self) -> str:
         """The settings that decide the output's samples (not the device or where the model lies)."""
         return json.dumps({"strength_db": self.strength_db, "remove_hum": self.remove_hum,
+                           "remove_whine": self.remove_whine,
                            "subtype": self.subtype.upper() if self.subtype else None,
                            "model_sha256": self.model_sha256, "precision": self.precision,
                            "noise_from_s": None if self.noise_from_s is None else list(self.noise_from_s)},
@@ -95,7 +97,7 @@ def denoise_task(task: Task) -> Outcome:
         if settings.noise_from_s is not None:
             start_s, end_s = settings.noise_from_s
             noise_floor = passage_noise_floor(task.source, start_s=start_s, end_s=end_s, remove_hum=denoiser.remove_hum,
-                                              what=f"--noise-from {start_s:g}-{end_s:g} s")
+                                              remove_whine=denoiser.remove_whine, what=f"--noise-from {start_s:g}-{end_s:g} s")
         Path(task.destination).parent.mkdir(parents=True, exist_ok=True)
         result = denoiser.denoise_file(task.source, task.destination, strength_db=settings.strength_db,
                                        subtype=settings.subtype, noise_floor=noise_floor)
@@ -134,7 +136,8 @@ def model_sha256(model_path: str | None) -> str:
 def _denoiser(settings: Settings):
     from cassette_denoise.denoiser import Denoiser
 
-    key = (settings.model_path, settings.model_sha256, settings.remove_hum, settings.device, settings.precision)
+    key = (settings.model_path, settings.model_sha256, settings.remove_hum, settings.remove_whine, settings.device,
+           settings.precision)
     with _DENOISERS_LOCK:
         if key not in _DENOISERS:
             # Workers on other machines read the model from shared storage: check it is the one the batch hashed.
@@ -142,7 +145,8 @@ def _denoiser(settings: Settings):
             if found != settings.model_sha256:
                 raise ValueError(f"model {settings.model_path or 'bundled'} has SHA-256 {found[:12]} on this worker, "
                                  f"the batch expects {settings.model_sha256[:12]}")
-            options = {"device": settings.device, "remove_hum": settings.remove_hum, "precision": settings.precision}
+            options = {"device": settings.device, "remove_hum": settings.remove_hum,
+                       "remove_whine": settings.remove_whine, "precision": settings.precision}
             _DENOISERS[key] = Denoiser.from_pretrained(settings.model_path or None, **options)
             log.info("worker %d loaded model %s", os.getpid(), settings.model_path or "bundled")
         return _DENOISERS[key]

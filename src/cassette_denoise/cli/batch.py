@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     passage = args.noise_from
     settings = Settings(strength_db=args.strength_db, remove_hum=not args.keep_hum, subtype=args.subtype,
                         model_path=model, model_sha256=model_sha256(model), device=args.device,
-                        precision=args.precision, noise_from_s=None if passage is None else (passage.start_s, passage.end_s))
+                        precision=args.precision, remove_whine=not args.keep_whine, noise_from_s=None if passage is None else (passage.start_s, passage.end_s))
     try:
         batch = Batch(args.out_dir, settings=settings)
     except BatchError as error:

@@ -52,6 +52,9 @@ def add_denoise_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep-hum", action="store_true",
                         help="skip the hum stage (by default, hum with a 45-65 Hz fundamental that holds for seconds "
                              "is subtracted with its harmonics)")
+    parser.add_argument("--keep-whine", action="store_true",
+                        help="skip the whine stage (by default, steady tonal lines at 0.3-5.5 kHz that hold for "
+                             "about ten seconds are tracked and subtracted)")
     parser.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
     parser.add_argument("--subtype", help="output subtype, e.g. PCM_16, PCM_24, FLOAT (default: the input's). "
                                           "Integer subtypes clip samples beyond full scale (reported); FLOAT keeps them")
@@ -191,7 +194,8 @@ def _load_denoiser(args: argparse.Namespace):
     from cassette_denoise.checkpoint import CheckpointError
     from cassette_denoise.denoiser import Denoiser
 
-    options = {"device": args.device, "remove_hum": not args.keep_hum, "precision": args.precision}
+    options = {"device": args.device, "remove_hum": not args.keep_hum, "remove_whine": not args.keep_whine,
+               "precision": args.precision}
     try:
         return Denoiser.from_pretrained(args.model, **options)
     except CheckpointError as error:
@@ -236,7 +240,8 @@ def _denoise_one(denoiser, job: Job, args: argparse.Namespace, errors: list[str]
         info = probe(job.source)
         if args.noise_from is not None:
             noise_floor = passage_noise_floor(job.source, start_s=args.noise_from.start_s, end_s=args.noise_from.end_s,
-                                              remove_hum=denoiser.remove_hum, what=f"--noise-from {args.noise_from}")
+                                              remove_hum=denoiser.remove_hum, remove_whine=denoiser.remove_whine,
+                                              what=f"--noise-from {args.noise_from}")
         job.destination.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_partials(job.destination)
         with tqdm(total=info.frames, unit="frame", unit_scale=True, desc=messages.printable(job.source.name[:30]),

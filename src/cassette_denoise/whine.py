@@ -1,0 +1,331 @@
+"""Whine removal: steady tonal lines at 0.3–5.5 kHz that hold through most of ten seconds (a capstan
+motor's whine, a bias or pilot-tone beat), tracked through the tape's speed drift and subtracted,
+after the hum stage and before the mask model.
+
+Why a stage of its own: a line is one frequency and an STFT bin is 43 Hz wide, so a mask takes a line out
+only with the music of its whole bin, and leaves most of it where the music there is louder. A sinusoid
+fitted over a third of a second takes the line and leaves the music a few hertz beside it. The line's
+frequency wanders with the tape's speed (0.5 % moves a 5 kHz whine by 25 Hz, and back, within seconds),
+so the fit follows the line's own frequency track.
+
+The stream is cut into windows of :data:`WINDOW_SAMPLES` (11.9 s at 44.1 kHz), half-overlapping:
+
+1. **detection**: each half window is framed (:data:`DETECT_FRAME` samples, 5.4 Hz bins, the channels'
+   power summed); in each frame a bin is prominent where, after a maximum over :data:`DRIFT_BINS` either
+   side (a drifting line moves), it stands :data:`PROMINENCE_DB` above the mean level of the
+   :data:`NEIGHBOURHOOD_BINS` either side. A line holds in a window where it is prominent in
+   :data:`HOLD_FRACTION` of the window's frames: music seldom holds one pitch that long, a whine always
+   does. Each run of holding bins is one line, at its strongest bin; at most :data:`MAX_LINES`.
+2. **tracking**: half-overlapping sub-segments of :data:`TRACK_SAMPLES` (0.37 s) give each line's peak
+   near its detected frequency (a parabola through the log spectrum): a coarse track, median-filtered.
+   The line's phase is the integral of the track, and the phase by which the fit against it turns from
+   one sub-segment to the next corrects the track (a phase vocoder), twice.
+3. **fit**: the line's complex amplitude in each sub-segment is its windowed projection onto that phase,
+   cross-faded between sub-segments. A line whose level stays within :data:`LEVEL_TOLERANCE_DB` of its
+   median in fewer than :data:`HOLD_FRACTION` of the sub-segments is left alone (a held note decays or
+   swells; a whine keeps its level), and a sub-segment above that band (a note at the line's pitch)
+   keeps the line at its median level.
+
+The windows' fits are cross-faded (``sin²`` over the window) and subtracted. A window where nothing
+holds costs only the detection, at 8192-sample frames; the output lags the input by a window.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage, signal
+
+from cassette_denoise import spectral
+
+WINDOW_SAMPLES = 1 << 19  # 11.9 s at 44.1 kHz: a whine holds through it, a held note seldom
+MIN_WINDOW_SAMPLES = 1 << 18  # a stream shorter than this (5.9 s) is left alone: too short to tell a note
+BAND_HZ = (300.0, 5500.0)  # above the hum stage's harmonics' reach and a 5 kHz whine's drift
+DETECT_FRAME = 1 << 13  # 5.4 Hz bins at 44.1 kHz
+PROMINENCE_DB = 8.0
+NEIGHBOURHOOD_BINS = 20  # ±108 Hz at 44.1 kHz: the local level a line must stand out of
+DRIFT_BINS = 5  # ±27 Hz: a 5 kHz line drifting 0.5 % stays within it
+HOLD_FRACTION = 0.75
+MAX_LINES = 8
+TRACK_SAMPLES = 1 << 14  # 0.37 s: a 2.7 Hz bin; a drifting line moves less than one within it
+DRIFT_FRACTION = 0.006  # how far (relative) a sub-segment's peak may lie from the detected frequency
+MEDIAN_SUB_SEGMENTS = 5  # the coarse track's median filter
+CORRECTIONS = 2  # phase-vocoder passes over the track
+JUMP_COST_DB = 3.0  # the ridge's cost per bin squared a step moves
+MAX_JUMP_BINS = 3  # 8 Hz per 0.19 s
+RIDGE_CAP_DB = 30.0  # above the range's median level, a louder step earns the ridge no more
+LEVEL_TOLERANCE_DB = 3.0
+MIN_REAL_SHARE = 0.5  # sub-segments at a file's ends with less real audio than this don't judge the level
+
+
+def detection_counts(audio: np.ndarray, sample_rate: float) -> tuple[np.ndarray, int, np.ndarray]:
+    """How often each bin of :data:`DETECT_FRAME`-sample frames of ``audio`` ``(channels, samples)`` (the
+    channels' mean: a whine enters after the heads, on every channel) stood out.
+
+    Returns ``(held, frames, salience)``: per bin ``(DETECT_FRAME // 2 + 1,)``, the number of the frames
+    (back to back) where it was prominent after the drift's maximum, the number of frames, and how often it
+    stood out on its own (plus its share of the power, to break ties): where a run of bins holds, its line
+    lies at the most salient one, for music beside a line may be louder on average."""
+    bins = DETECT_FRAME // 2 + 1
+    held, salience = np.zeros(bins, np.int64), np.zeros(bins)
+    frames = audio.shape[-1] // DETECT_FRAME
+    if frames == 0:
+        return held, 0, salience
+    hz_per_bin = sample_rate / DETECT_FRAME
+    low = max(0, int(BAND_HZ[0] / hz_per_bin) - NEIGHBOURHOOD_BINS - DRIFT_BINS)
+    high = min(bins, int(BAND_HZ[1] / hz_per_bin) + NEIGHBOURHOOD_BINS + DRIFT_BINS + 2)
+    mono = audio[:, :frames * DETECT_FRAME].mean(axis=0).reshape(frames, DETECT_FRAME)
+    spectra = np.fft.rfft(mono * _hann(DETECT_FRAME).astype(np.float32), axis=-1)[:, low:high]
+    power = spectra.real ** 2 + spectra.imag ** 2  # (frames, bins in the band)
+    level_db = 10 * np.log10(power + 1e-20)
+    above_db = level_db - ndimage.uniform_filter1d(level_db, 2 * NEIGHBOURHOOD_BINS + 1, axis=-1, mode="nearest")
+    pooled = ndimage.maximum_filter1d(above_db, 2 * DRIFT_BINS + 1, axis=-1, mode="nearest")
+    held[low:high] = np.sum(pooled >= PROMINENCE_DB, axis=0)
+    salience[low:high] = np.sum(above_db >= PROMINENCE_DB, axis=0) + power.sum(axis=0) / (power.sum() + 1e-30)
+    return held, frames, salience
+
+
+def held_lines(held: np.ndarray, frames: int, salience: np.ndarray, sample_rate: float) -> list[float]:
+    """The lines that held: per run of bins prominent in :data:`HOLD_FRACTION` of ``frames``, its most
+    salient bin's frequency, Hz, most salient first (at most :data:`MAX_LINES`); see :func:`detection_counts`."""
+    if frames == 0:
+        return []
+    hz_per_bin = sample_rate / DETECT_FRAME
+    held = held >= HOLD_FRACTION * frames
+    held[: int(np.ceil(BAND_HZ[0] / hz_per_bin))] = False
+    held[int(BAND_HZ[1] / hz_per_bin) + 1:] = False
+    runs, count = ndimage.label(held)
+    if count == 0:
+        return []
+    peaks = ndimage.maximum_position(salience, runs, index=np.arange(1, count + 1))
+    strongest = sorted((int(peak[0]) for peak in peaks), key=lambda bin_: -salience[bin_])[:MAX_LINES]
+    return [bin_ * hz_per_bin for bin_ in strongest]
+
+
+def fit_line(audio: np.ndarray, sample_rate: float, frequency_hz: float) -> np.ndarray | None:
+    """The steady line near ``frequency_hz`` in ``audio`` ``(channels, samples)``, tracked and fitted
+    (float64, same shape), or ``None`` where its level does not hold (see the module's steps 2-3)."""
+    channels, length = audio.shape
+    hop = TRACK_SAMPLES // 2
+    # Half a sub-segment of zeros in front and whole halves to the end: every real sample lies under two
+    # sub-segments whose windows sum to 1 there.
+    halves = -(-length // hop) + 2
+    padded = np.zeros((channels, halves * hop), np.float32)
+    padded[:, hop: hop + length] = audio
+    real = np.zeros(halves * hop, np.float32)
+    real[hop: hop + length] = 1
+    window = spectral.crossfade_window(TRACK_SAMPLES, overlap_frames=hop).numpy()
+    sub_segments = halves - 1
+    centres = np.arange(sub_segments) * hop + hop  # padded index of each sub-segment's centre
+
+    coarse_hz = _coarse_track(padded, sample_rate, frequency_hz)
+    frequency = np.interp(np.arange(padded.shape[1]), centres, coarse_hz)
+    real_halves = real.reshape(halves, hop)
+    weight_sums = real_halves @ window[:hop], real_halves @ window[hop:]
+    weight = weight_sums[0][:-1] + weight_sums[1][1:]  # (sub_segments,)
+    for _ in range(CORRECTIONS):
+        phasor = _phasor(frequency, sample_rate)
+        amplitude = _project(padded, real_halves, phasor, window, weight)  # (channels, sub_segments)
+        turn = np.angle(np.sum(amplitude[:, 1:] * np.conj(amplitude[:, :-1]), axis=0))
+        correction_hz = turn / (2 * np.pi * hop / sample_rate)
+        frequency = frequency + np.interp(np.arange(padded.shape[1]), centres[:-1] + hop / 2, correction_hz)
+    phasor = _phasor(frequency, sample_rate)
+    amplitude = _project(padded, real_halves, phasor, window, weight)
+
+    level_db = 10 * np.log10(np.sum(np.abs(amplitude) ** 2, axis=0) + 1e-30)
+    judged = weight >= MIN_REAL_SHARE * window.sum()
+    if not judged.any():
+        return None
+    median_db = float(np.median(level_db[judged]))
+    if np.mean(np.abs(level_db[judged] - median_db) <= LEVEL_TOLERANCE_DB) < HOLD_FRACTION:
+        return None
+    excess_db = np.maximum(level_db - median_db - LEVEL_TOLERANCE_DB, 0.0)
+    amplitude = amplitude * 10 ** (-excess_db / 20)
+    # Each half's amplitude: the two sub-segments over it, cross-faded.
+    edges = np.zeros((channels, 1), complex)
+    before, after = np.concatenate([edges, amplitude], axis=1), np.concatenate([amplitude, edges], axis=1)
+    smooth = before[:, :, None] * window[hop:] + after[:, :, None] * window[:hop]  # (channels, halves, hop)
+    line = 2 * np.real(smooth.reshape(channels, -1) * phasor)
+    return line[:, hop: hop + length]
+
+
+def _coarse_track(padded: np.ndarray, sample_rate: float, frequency_hz: float) -> np.ndarray:
+    """The line's peak frequency in each sub-segment of ``padded``, median-filtered, Hz ``(sub_segments,)``."""
+    hop = TRACK_SAMPLES // 2
+    hz_per_bin = sample_rate / TRACK_SAMPLES
+    reach = int(np.ceil(DRIFT_FRACTION * frequency_hz / hz_per_bin)) + 2
+    centre = int(round(frequency_hz / hz_per_bin))
+    low = max(1, centre - reach)
+    high = min(TRACK_SAMPLES // 2 - 1, centre + reach)
+    mono = padded.mean(axis=0)  # as the detection: a whine is on every channel
+    sub_segments = np.lib.stride_tricks.sliding_window_view(mono, TRACK_SAMPLES)[::hop]
+    spectra = np.fft.rfft(sub_segments * _hann(TRACK_SAMPLES).astype(np.float32), axis=-1)[:, low - 1: high + 2]
+    level = np.log(np.abs(spectra) ** 2 + 1e-30)  # (sub_segments, bins around)
+    ridge = _ridge(10 / np.log(10) * level[:, 1:-1]) + 1
+    rows = np.arange(level.shape[0])
+    # The ridge is smooth and may run a bin beside the peak: the peak is the loudest bin next to it.
+    nearby = np.clip(ridge[:, None] + np.arange(-1, 2), 1, level.shape[1] - 2)
+    peak = nearby[rows, np.argmax(level[rows[:, None], nearby], axis=1)]
+    left, middle, right = level[rows, peak - 1], level[rows, peak], level[rows, peak + 1]
+    curvature = left - 2 * middle + right
+    offset = np.where(curvature < 0, 0.5 * (left - right) / np.where(curvature < 0, curvature, -1.0), 0.0)
+    track_hz = (low - 1 + peak + np.clip(offset, -0.5, 0.5)) * hz_per_bin
+    size = min(MEDIAN_SUB_SEGMENTS, len(track_hz) - (1 - len(track_hz) % 2))
+    return signal.medfilt(track_hz, size) if size >= 3 else track_hz
+
+
+def _ridge(level_db: np.ndarray) -> np.ndarray:
+    """The bin of the loudest continuous path through ``level_db`` ``(sub_segments, bins)``: each step's
+    level, less :data:`JUMP_COST_DB` per bin squared it moves (a line drifts smoothly; the notes around
+    it come and go), moving at most :data:`MAX_JUMP_BINS`; ``(sub_segments,)`` (dynamic programming)."""
+    steps, bins = level_db.shape
+    capped = np.minimum(level_db, np.median(level_db) + RIDGE_CAP_DB)
+    moves = np.arange(-MAX_JUMP_BINS, MAX_JUMP_BINS + 1)
+    total = capped[0].copy()
+    came_from = np.zeros((steps, bins), np.int64)
+    columns = np.arange(bins)
+    for step in range(1, steps):
+        sources = np.clip(columns[:, None] + moves, 0, bins - 1)  # (bins, moves)
+        candidates = total[sources] - JUMP_COST_DB * moves ** 2
+        best = np.argmax(candidates, axis=1)
+        came_from[step] = sources[columns, best]
+        total = candidates[columns, best] + capped[step]
+    path = np.empty(steps, np.int64)
+    path[-1] = int(np.argmax(total))
+    for step in range(steps - 1, 0, -1):
+        path[step - 1] = came_from[step, path[step]]
+    return path
+
+
+def _phasor(frequency_hz: np.ndarray, sample_rate: float) -> np.ndarray:
+    """``exp(j·phase)`` for a phase that integrates ``frequency_hz`` per sample, ``(samples,)``."""
+    cycles = np.cumsum(frequency_hz / sample_rate)
+    turn = (2 * np.pi * (cycles - np.floor(cycles))).astype(np.float32)
+    phasor = np.empty(turn.shape, np.complex64)
+    phasor.real, phasor.imag = np.cos(turn), np.sin(turn)
+    return phasor
+
+
+def _project(padded: np.ndarray, real_halves: np.ndarray, phasor: np.ndarray, window: np.ndarray,
+             weight: np.ndarray) -> np.ndarray:
+    """Each sub-segment's complex amplitude of the line along ``phasor``: the windowed mean of the signal
+    turned back by it, over real samples only, ``(channels, sub_segments)``."""
+    hop = real_halves.shape[1]
+    turned = (padded * np.conj(phasor)).reshape(padded.shape[0], -1, hop)  # (channels, halves, hop)
+    first = np.einsum("chs,hs->ch", turned, real_halves * window[:hop])
+    second = np.einsum("chs,hs->ch", turned, real_halves * window[hop:])
+    return (first[:, :-1] + second[:, 1:]) / np.maximum(weight, 1e-12)
+
+
+def _hann(length: int) -> np.ndarray:
+    return np.hanning(length + 1)[:-1]
+
+
+class WhineRemover:
+    """Streaming whine removal for float ``(channels, n)`` blocks at one rate.
+
+    ``process(block)`` returns the samples that are final (the output lags the input by up to a window,
+    :data:`WINDOW_SAMPLES`); ``finish()`` returns the rest. Concatenated, the output has exactly the
+    input's length. Memory stays flat however long the stream.
+    """
+
+    def __init__(self, *, channels: int, sample_rate: int):
+        if sample_rate < 2 * BAND_HZ[1]:
+            raise ValueError(f"sample rate must be at least {2 * BAND_HZ[1]:g} Hz, got {sample_rate}")
+        self.channels, self.sample_rate = channels, sample_rate
+        self.hop = WINDOW_SAMPLES // 2
+        self._crossfade = spectral.crossfade_window(WINDOW_SAMPLES, overlap_frames=self.hop).double().numpy()
+        self._audio = np.zeros((channels, 0), np.float32)  # input from absolute sample _start
+        # The windows' fits, cross-faded, over the same span; none until some window has a line.
+        self._fit: np.ndarray | None = None
+        # (start, counts from, end) of the windows that reach past _emitted.
+        self._placed: list[tuple[int, int, int]] = []
+        self._start = 0  # absolute index of the buffers' first sample
+        self._emitted = 0
+        self._total = 0
+        self._windows = 0  # regular windows done: window k starts at k · hop
+        self._previous_block: tuple[np.ndarray, int, np.ndarray] | None = None  # counts of the last half window
+        self.found_hz: list[float] = []  # every line taken out so far, Hz, as detected in its first window
+
+    def process(self, block: np.ndarray) -> np.ndarray:
+        block = np.asarray(block, np.float32)
+        if block.ndim != 2 or block.shape[0] != self.channels:
+            raise ValueError(f"expected a ({self.channels}, samples) block, got shape {block.shape}")
+        self._total += block.shape[1]
+        self._audio = np.concatenate([self._audio, block], axis=1)
+        if self._fit is not None:
+            self._fit = np.pad(self._fit, ((0, 0), (0, block.shape[1])))
+        while self._windows * self.hop + WINDOW_SAMPLES <= self._total:
+            self._regular_window()
+        return self._emit(self._windows * self.hop if self._windows else 0)
+
+    def finish(self) -> np.ndarray:
+        covered = self._windows * self.hop + self.hop if self._windows else 0
+        if covered < self._total:
+            # The end window ends at the last sample (or is the whole of a short stream).
+            start = max(0, self._total - WINDOW_SAMPLES)
+            audio = self._audio[:, start - self._start:]
+            lines_hz = held_lines(*detection_counts(audio, self.sample_rate), self.sample_rate)
+            self._add(start, audio, lines_hz if self._total >= MIN_WINDOW_SAMPLES else [])
+        return self._emit(self._total)
+
+    def _regular_window(self) -> None:
+        start = self._windows * self.hop
+        audio = self._audio[:, start - self._start: start - self._start + WINDOW_SAMPLES]
+        first = self._previous_block or detection_counts(audio[:, :self.hop], self.sample_rate)
+        second = detection_counts(audio[:, self.hop:], self.sample_rate)
+        self._previous_block = second
+        held, frames, salience = (first[0] + second[0], first[1] + second[1], first[2] + second[2])
+        self._add(start, audio, held_lines(held, frames, salience, self.sample_rate))
+        self._windows += 1
+
+    def _add(self, start: int, audio: np.ndarray, lines_hz: list[float]) -> None:
+        # The end window may reach back over emitted samples: it counts only from there on.
+        self._placed.append((start, max(start, self._emitted), start + audio.shape[1]))
+        span = slice(start - self._start, start - self._start + audio.shape[1])
+        crossfade = self._crossfade[: audio.shape[1]].copy()
+        crossfade[: max(0, self._emitted - start)] = 0
+        residual = audio
+        for search in range(2):
+            fitted = 0
+            for frequency_hz in lines_hz:  # strongest first, each fitted to what the ones before left
+                line = fit_line(residual, self.sample_rate, frequency_hz)
+                if line is not None:
+                    fitted += 1
+                    residual = (residual - line).astype(np.float32)
+                    if self._fit is None:
+                        self._fit = np.zeros((self.channels, self._total - self._start))
+                    self._fit[:, span] += line * crossfade
+                    if all(abs(frequency_hz / known - 1) > DRIFT_FRACTION for known in self.found_hz):
+                        self.found_hz.append(round(frequency_hz, 1))
+            if search or not fitted:
+                break
+            # Lines closer than the detection's drift allowance are found as one: search what is left once.
+            lines_hz = held_lines(*detection_counts(residual, self.sample_rate), self.sample_rate)
+
+    def _emit(self, final: int) -> np.ndarray:
+        """Return samples ``[_emitted, final)`` with the fits subtracted, and drop what no window needs."""
+        first, last = self._emitted - self._start, final - self._start
+        out = self._audio[:, first:last].copy()
+        if self._fit is not None and self._fit[:, first:last].any():  # else the input is the output, bit for bit
+            fit = self._fit[:, first:last]
+            weight = self._weight(self._emitted, final)
+            out = (out - np.divide(fit, weight, out=np.zeros_like(fit), where=weight > 0)).astype(np.float32)
+        self._emitted = final
+        self._placed = [placed for placed in self._placed if placed[2] > final]
+        # Keep a window of history: the end window starts up to a window before the last sample.
+        drop = max(0, min(final, self._total - WINDOW_SAMPLES) - self._start)
+        self._audio = self._audio[:, drop:]
+        if self._fit is not None:
+            self._fit = self._fit[:, drop:]
+        self._start += drop
+        return out
+
+    def _weight(self, first: int, last: int) -> np.ndarray:
+        """The placed windows' cross-fades summed over absolute samples ``[first, last)`` ``(last - first,)``:
+        1 where two halves meet, less at a stream's ends."""
+        weight = np.zeros(last - first)
+        for start, counts_from, end in self._placed:
+            low, high = max(first, counts_from), min(last, end)
+            if low < high:
+                weight[low - first: high - first] += self._crossfade[low - start: high - start]
+        return weight
