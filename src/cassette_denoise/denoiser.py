@@ -84,6 +84,8 @@ class FileResult:
     clipped_samples: int
     #: The hum fundamental the hum stage took out, Hz to 0.1 Hz (``None``: none, or the stage was off).
     hum_hz: float | None = None
+    #: The whine lines the whine stage took out, Hz (empty: none, or the stage was off).
+    whine_hz: tuple[float, ...] = ()
 
 
 class Denoiser:
@@ -239,6 +241,7 @@ class Denoiser:
             log.info("%s: %d samples above full scale (peak %+.2f dBFS) were clipped", destination, clipped, _dbfs(peak))
         return FileResult(
             source, destination, info.duration_s, time.perf_counter() - started, _dbfs(peak), clipped, stream.hum_hz,
+            tuple(stream.whine_hz),
         )
 
 
@@ -290,6 +293,11 @@ class DenoiseStream:
     def hum_hz(self) -> float | None:
         """The hum fundamental the hum stage has taken out (see :attr:`~cassette_denoise.hum.HumRemover.found_hz`)."""
         return self._front.hum_hz
+
+    @property
+    def whine_hz(self) -> list[float]:
+        """The whine lines the whine stage has taken out (see :attr:`~cassette_denoise.whine.WhineRemover.found_hz`)."""
+        return self._front.whine_hz
 
 
 def mask_exponents(mask_exponent: float, treble_mask_exponent: float) -> float | torch.Tensor:

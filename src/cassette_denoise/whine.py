@@ -10,27 +10,34 @@ so the fit follows the line's own frequency track.
 
 The stream is cut into windows of :data:`WINDOW_SAMPLES` (11.9 s at 44.1 kHz), half-overlapping:
 
-1. **detection**: each half window is framed (:data:`DETECT_FRAME` samples, 5.4 Hz bins, the channels'
-   power summed); in each frame a bin is prominent where, after a maximum over :data:`DRIFT_BINS` either
-   side (a drifting line moves), it stands :data:`PROMINENCE_DB` above the mean level of the
-   :data:`NEIGHBOURHOOD_BINS` either side. A line holds in a window where it is prominent in
-   :data:`HOLD_FRACTION` of the window's frames: music seldom holds one pitch that long, a whine always
-   does. Each run of holding bins is one line, at its strongest bin; at most :data:`MAX_LINES`.
-2. **tracking**: half-overlapping sub-segments of :data:`TRACK_SAMPLES` (0.37 s) give each line's peak
-   near its detected frequency (a parabola through the log spectrum): a coarse track, median-filtered.
-   The line's phase is the integral of the track, and the phase by which the fit against it turns from
-   one sub-segment to the next corrects the track (a phase vocoder), twice.
+1. **detection**: each half window is framed back to back (:data:`DETECT_FRAME` samples, 5.4 Hz bins, the
+   channels' mean: a whine enters after the heads, on every channel); in each frame a bin is prominent where,
+   after a maximum over :data:`DRIFT_BINS` either side (a drifting line moves), it stands :data:`PROMINENCE_DB`
+   above the mean level of the :data:`NEIGHBOURHOOD_BINS` either side. A line holds in a window where it is
+   prominent in :data:`HOLD_FRACTION` of the window's frames: music seldom holds one pitch that long, a whine
+   always does. Each run of holding bins is one line, at the bin that stood out on its own most often; at
+   most :data:`MAX_LINES`, and once they are fitted, what is left is searched once more (two lines closer than
+   the drift allowance are found as one run).
+2. **tracking**: half-overlapping sub-segments of :data:`TRACK_SAMPLES` (0.37 s) give the line's coarse
+   track: the loudest continuous ridge near its detected frequency (a drifting line moves smoothly, the notes
+   around it come and go), each step at the peak beside the ridge and refined by a parabola through the log
+   spectrum, median-filtered. The line's phase is the integral of the track, and the phase by which the fit
+   against it turns from one sub-segment to the next corrects the track (a phase vocoder), twice.
 3. **fit**: the line's complex amplitude in each sub-segment is its windowed projection onto that phase,
    cross-faded between sub-segments. A line whose level stays within :data:`LEVEL_TOLERANCE_DB` of its
    median in fewer than :data:`HOLD_FRACTION` of the sub-segments is left alone (a held note decays or
-   swells; a whine keeps its level), and a sub-segment above that band (a note at the line's pitch)
-   keeps the line at its median level.
+   swells; a whine keeps its level), and a sub-segment above that band (a note at the line's pitch) keeps
+   the line at its median level. Each line is fitted to what the ones before it left.
 
-The windows' fits are cross-faded (``sin²`` over the window) and subtracted. A window where nothing
-holds costs only the detection, at 8192-sample frames; the output lags the input by a window.
+The windows' fits are cross-faded (``sin²`` over the window) and subtracted. A window where nothing holds
+costs only the detection; the output lags the input by up to a window, and a stream shorter than
+:data:`MIN_WINDOW_SAMPLES` is left alone.
 """
 
 from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage, signal
@@ -101,66 +108,98 @@ def held_lines(held: np.ndarray, frames: int, salience: np.ndarray, sample_rate:
     return [bin_ * hz_per_bin for bin_ in strongest]
 
 
-def fit_line(audio: np.ndarray, sample_rate: float, frequency_hz: float) -> np.ndarray | None:
-    """The steady line near ``frequency_hz`` in ``audio`` ``(channels, samples)``, tracked and fitted
-    (float64, same shape), or ``None`` where its level does not hold (see the module's steps 2-3)."""
-    channels, length = audio.shape
-    hop = TRACK_SAMPLES // 2
-    # Half a sub-segment of zeros in front and whole halves to the end: every real sample lies under two
-    # sub-segments whose windows sum to 1 there.
-    halves = -(-length // hop) + 2
-    padded = np.zeros((channels, halves * hop), np.float32)
-    padded[:, hop: hop + length] = audio
-    real = np.zeros(halves * hop, np.float32)
-    real[hop: hop + length] = 1
-    window = spectral.crossfade_window(TRACK_SAMPLES, overlap_frames=hop).numpy()
-    sub_segments = halves - 1
-    centres = np.arange(sub_segments) * hop + hop  # padded index of each sub-segment's centre
+@dataclass
+class SubSegments:
+    """A window ``(channels, samples)`` cut into half-overlapping sub-segments of :data:`TRACK_SAMPLES` for
+    tracking and fitting: half a sub-segment of zeros in front and whole halves to the end, so that every
+    real sample lies under two sub-segments whose windows sum to 1 there."""
 
-    coarse_hz = _coarse_track(padded, sample_rate, frequency_hz)
-    frequency = np.interp(np.arange(padded.shape[1]), centres, coarse_hz)
-    real_halves = real.reshape(halves, hop)
-    weight_sums = real_halves @ window[:hop], real_halves @ window[hop:]
-    weight = weight_sums[0][:-1] + weight_sums[1][1:]  # (sub_segments,)
+    padded: np.ndarray  # (channels, halves · hop) float32
+    real_halves: np.ndarray  # (halves, hop): 1 on real samples
+    weight: np.ndarray  # (sub_segments,): each sub-segment's window summed over its real samples
+    level_db: np.ndarray  # (sub_segments, TRACK_SAMPLES // 2 + 1): the channels' mean, Hann-windowed, dB
+    length: int
+
+    @classmethod
+    def of(cls, audio: np.ndarray) -> "SubSegments":
+        channels, length = audio.shape
+        hop = TRACK_SAMPLES // 2
+        halves = -(-length // hop) + 2
+        padded = np.zeros((channels, halves * hop), np.float32)
+        padded[:, hop: hop + length] = audio
+        real = np.zeros(halves * hop, np.float32)
+        real[hop: hop + length] = 1
+        real_halves = real.reshape(halves, hop)
+        window = _track_window()
+        weight = (real_halves @ window[:hop])[:-1] + (real_halves @ window[hop:])[1:]
+        mono = padded.mean(axis=0)  # as the detection: a whine is on every channel
+        frames = np.lib.stride_tricks.sliding_window_view(mono, TRACK_SAMPLES)[::hop]
+        spectra = np.fft.rfft(frames * _hann(TRACK_SAMPLES).astype(np.float32), axis=-1)
+        level_db = 10 * np.log10(spectra.real ** 2 + spectra.imag ** 2 + 1e-30)
+        return cls(padded, real_halves, weight, level_db, length)
+
+    @property
+    def judged(self) -> np.ndarray:
+        """The sub-segments with enough real audio to judge a line's level by, ``(sub_segments,)`` bool."""
+        return self.weight >= MIN_REAL_SHARE * TRACK_SAMPLES / 2
+
+    def cut(self, padded_line: np.ndarray) -> np.ndarray:
+        """The real samples of a ``(channels, halves · hop)`` signal."""
+        hop = TRACK_SAMPLES // 2
+        return padded_line[:, hop: hop + self.length]
+
+
+def fit_line(sub: SubSegments, sample_rate: float, frequency_hz: float) -> np.ndarray | None:
+    """The steady line near ``frequency_hz`` in ``sub``, tracked and fitted (float64, ``sub.padded``'s shape),
+    or ``None`` where its level does not hold (see the module's steps 2-3)."""
+    hop = TRACK_SAMPLES // 2
+    window = _track_window()
+    centres = np.arange(sub.weight.shape[0]) * hop + hop  # padded index of each sub-segment's centre
+    coarse_hz, ridge_db = _coarse_track(sub.level_db, sample_rate, frequency_hz)
+    # Most candidates in music are partials that come and go: the ridge's level tells, before any fit.
+    if not _holds(ridge_db, sub.judged):
+        return None
+    samples = np.arange(sub.padded.shape[1])
+    frequency = np.interp(samples, centres, coarse_hz)
     for _ in range(CORRECTIONS):
-        phasor = _phasor(frequency, sample_rate)
-        amplitude = _project(padded, real_halves, phasor, window, weight)  # (channels, sub_segments)
+        amplitude = _project(sub, _phasor(frequency, sample_rate), window)  # (channels, sub_segments)
         turn = np.angle(np.sum(amplitude[:, 1:] * np.conj(amplitude[:, :-1]), axis=0))
         correction_hz = turn / (2 * np.pi * hop / sample_rate)
-        frequency = frequency + np.interp(np.arange(padded.shape[1]), centres[:-1] + hop / 2, correction_hz)
+        frequency = frequency + np.interp(samples, centres[:-1] + hop / 2, correction_hz)
     phasor = _phasor(frequency, sample_rate)
-    amplitude = _project(padded, real_halves, phasor, window, weight)
-
+    amplitude = _project(sub, phasor, window)
     level_db = 10 * np.log10(np.sum(np.abs(amplitude) ** 2, axis=0) + 1e-30)
-    judged = weight >= MIN_REAL_SHARE * window.sum()
-    if not judged.any():
+    if not _holds(level_db, sub.judged):
         return None
-    median_db = float(np.median(level_db[judged]))
-    if np.mean(np.abs(level_db[judged] - median_db) <= LEVEL_TOLERANCE_DB) < HOLD_FRACTION:
-        return None
+    median_db = float(np.median(level_db[sub.judged]))
     excess_db = np.maximum(level_db - median_db - LEVEL_TOLERANCE_DB, 0.0)
     amplitude = amplitude * 10 ** (-excess_db / 20)
     # Each half's amplitude: the two sub-segments over it, cross-faded.
-    edges = np.zeros((channels, 1), complex)
+    edges = np.zeros((amplitude.shape[0], 1), amplitude.dtype)
     before, after = np.concatenate([edges, amplitude], axis=1), np.concatenate([amplitude, edges], axis=1)
     smooth = before[:, :, None] * window[hop:] + after[:, :, None] * window[:hop]  # (channels, halves, hop)
-    line = 2 * np.real(smooth.reshape(channels, -1) * phasor)
-    return line[:, hop: hop + length]
+    return 2 * np.real(smooth.reshape(amplitude.shape[0], -1) * phasor)
 
 
-def _coarse_track(padded: np.ndarray, sample_rate: float, frequency_hz: float) -> np.ndarray:
-    """The line's peak frequency in each sub-segment of ``padded``, median-filtered, Hz ``(sub_segments,)``."""
-    hop = TRACK_SAMPLES // 2
+def _holds(level_db: np.ndarray, judged: np.ndarray) -> bool:
+    """Whether a line's level ``(sub_segments,)`` stays within :data:`LEVEL_TOLERANCE_DB` of its median in
+    :data:`HOLD_FRACTION` of the ``judged`` sub-segments."""
+    if not judged.any():
+        return False
+    levels = level_db[judged]
+    return bool(np.mean(np.abs(levels - np.median(levels)) <= LEVEL_TOLERANCE_DB) >= HOLD_FRACTION)
+
+
+def _coarse_track(level_db: np.ndarray, sample_rate: float, frequency_hz: float) -> tuple[np.ndarray, np.ndarray]:
+    """The line's peak frequency in each sub-segment of ``level_db`` ``(sub_segments, bins)``, median-filtered,
+    Hz, and the ridge's level there, dB; ``(sub_segments,)`` each."""
     hz_per_bin = sample_rate / TRACK_SAMPLES
     reach = int(np.ceil(DRIFT_FRACTION * frequency_hz / hz_per_bin)) + 2
     centre = int(round(frequency_hz / hz_per_bin))
     low = max(1, centre - reach)
     high = min(TRACK_SAMPLES // 2 - 1, centre + reach)
-    mono = padded.mean(axis=0)  # as the detection: a whine is on every channel
-    sub_segments = np.lib.stride_tricks.sliding_window_view(mono, TRACK_SAMPLES)[::hop]
-    spectra = np.fft.rfft(sub_segments * _hann(TRACK_SAMPLES).astype(np.float32), axis=-1)[:, low - 1: high + 2]
-    level = np.log(np.abs(spectra) ** 2 + 1e-30)  # (sub_segments, bins around)
-    ridge = _ridge(10 / np.log(10) * level[:, 1:-1]) + 1
+    level = level_db[:, low - 1: high + 2]  # (sub_segments, bins around)
+    ridge = _ridge(level[:, 1:-1]) + 1
     rows = np.arange(level.shape[0])
     # The ridge is smooth and may run a bin beside the peak: the peak is the loudest bin next to it.
     nearby = np.clip(ridge[:, None] + np.arange(-1, 2), 1, level.shape[1] - 2)
@@ -170,7 +209,7 @@ def _coarse_track(padded: np.ndarray, sample_rate: float, frequency_hz: float) -
     offset = np.where(curvature < 0, 0.5 * (left - right) / np.where(curvature < 0, curvature, -1.0), 0.0)
     track_hz = (low - 1 + peak + np.clip(offset, -0.5, 0.5)) * hz_per_bin
     size = min(MEDIAN_SUB_SEGMENTS, len(track_hz) - (1 - len(track_hz) % 2))
-    return signal.medfilt(track_hz, size) if size >= 3 else track_hz
+    return (signal.medfilt(track_hz, size) if size >= 3 else track_hz), middle
 
 
 def _ridge(level_db: np.ndarray) -> np.ndarray:
@@ -205,15 +244,26 @@ def _phasor(frequency_hz: np.ndarray, sample_rate: float) -> np.ndarray:
     return phasor
 
 
-def _project(padded: np.ndarray, real_halves: np.ndarray, phasor: np.ndarray, window: np.ndarray,
-             weight: np.ndarray) -> np.ndarray:
+def _project(sub: SubSegments, phasor: np.ndarray, window: np.ndarray) -> np.ndarray:
     """Each sub-segment's complex amplitude of the line along ``phasor``: the windowed mean of the signal
     turned back by it, over real samples only, ``(channels, sub_segments)``."""
-    hop = real_halves.shape[1]
-    turned = (padded * np.conj(phasor)).reshape(padded.shape[0], -1, hop)  # (channels, halves, hop)
-    first = np.einsum("chs,hs->ch", turned, real_halves * window[:hop])
-    second = np.einsum("chs,hs->ch", turned, real_halves * window[hop:])
-    return (first[:, :-1] + second[:, 1:]) / np.maximum(weight, 1e-12)
+    hop = TRACK_SAMPLES // 2
+    turned = (sub.padded * np.conj(phasor)).reshape(sub.padded.shape[0], -1, hop)  # (channels, halves, hop)
+    first = np.einsum("chs,hs->ch", turned, sub.real_halves * window[:hop])
+    second = np.einsum("chs,hs->ch", turned, sub.real_halves * window[hop:])
+    return (first[:, :-1] + second[:, 1:]) / np.maximum(sub.weight, 1e-12)
+
+
+@functools.cache
+def _track_window() -> np.ndarray:
+    """The sub-segments' ``sin²`` window, which sums to 1 across neighbours half a sub-segment apart."""
+    return spectral.crossfade_window(TRACK_SAMPLES, overlap_frames=TRACK_SAMPLES // 2).numpy()
+
+
+@functools.cache
+def _window_crossfade() -> np.ndarray:
+    """The windows' ``sin²`` cross-fade, ``(WINDOW_SAMPLES,)``: made only once a stream has a line to fit."""
+    return spectral.crossfade_window(WINDOW_SAMPLES, overlap_frames=WINDOW_SAMPLES // 2).double().numpy()
 
 
 def _hann(length: int) -> np.ndarray:
@@ -233,7 +283,6 @@ class WhineRemover:
             raise ValueError(f"sample rate must be at least {2 * BAND_HZ[1]:g} Hz, got {sample_rate}")
         self.channels, self.sample_rate = channels, sample_rate
         self.hop = WINDOW_SAMPLES // 2
-        self._crossfade = spectral.crossfade_window(WINDOW_SAMPLES, overlap_frames=self.hop).double().numpy()
         self._audio = np.zeros((channels, 0), np.float32)  # input from absolute sample _start
         # The windows' fits, cross-faded, over the same span; none until some window has a line.
         self._fit: np.ndarray | None = None
@@ -282,25 +331,30 @@ class WhineRemover:
         # The end window may reach back over emitted samples: it counts only from there on.
         self._placed.append((start, max(start, self._emitted), start + audio.shape[1]))
         span = slice(start - self._start, start - self._start + audio.shape[1])
-        crossfade = self._crossfade[: audio.shape[1]].copy()
-        crossfade[: max(0, self._emitted - start)] = 0
-        residual = audio
+        sub = None
         for search in range(2):
             fitted = 0
-            for frequency_hz in lines_hz:  # strongest first, each fitted to what the ones before left
-                line = fit_line(residual, self.sample_rate, frequency_hz)
-                if line is not None:
-                    fitted += 1
-                    residual = (residual - line).astype(np.float32)
-                    if self._fit is None:
-                        self._fit = np.zeros((self.channels, self._total - self._start))
-                    self._fit[:, span] += line * crossfade
-                    if all(abs(frequency_hz / known - 1) > DRIFT_FRACTION for known in self.found_hz):
-                        self.found_hz.append(round(frequency_hz, 1))
+            for frequency_hz in lines_hz:  # most salient first, each fitted to what the ones before left
+                if sub is None:
+                    sub = SubSegments.of(audio)
+                line = fit_line(sub, self.sample_rate, frequency_hz)
+                if line is None:
+                    continue
+                fitted += 1
+                sub.padded -= line.astype(np.float32)
+                if self._fit is None:
+                    self._fit = np.zeros((self.channels, self._total - self._start))
+                crossfade = _window_crossfade()[: audio.shape[1]].copy()
+                crossfade[: max(0, self._emitted - start)] = 0
+                self._fit[:, span] += sub.cut(line) * crossfade
+                if all(abs(frequency_hz / known - 1) > DRIFT_FRACTION for known in self.found_hz):
+                    self.found_hz.append(round(frequency_hz, 1))
             if search or not fitted:
                 break
             # Lines closer than the detection's drift allowance are found as one: search what is left once.
-            lines_hz = held_lines(*detection_counts(residual, self.sample_rate), self.sample_rate)
+            audio = sub.cut(sub.padded)
+            lines_hz = held_lines(*detection_counts(audio, self.sample_rate), self.sample_rate)
+            sub = None
 
     def _emit(self, final: int) -> np.ndarray:
         """Return samples ``[_emitted, final)`` with the fits subtracted, and drop what no window needs."""
@@ -327,5 +381,5 @@ class WhineRemover:
         for start, counts_from, end in self._placed:
             low, high = max(first, counts_from), min(last, end)
             if low < high:
-                weight[low - first: high - first] += self._crossfade[low - start: high - start]
+                weight[low - first: high - first] += _window_crossfade()[low - start: high - start]
         return weight
