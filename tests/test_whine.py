@@ -92,3 +92,26 @@ def test_blocks_of_the_wrong_shape_are_refused():
         remover.process(np.zeros((3, 10), np.float32))
     with pytest.raises(ValueError, match="8000"):
         WhineRemover(channels=1, sample_rate=8000)
+
+
+def test_files_report_the_whine_taken_out_and_keep_whine_keeps_it(tmp_path, pass_through_model):
+    import soundfile as sf
+
+    from cassette_denoise.checkpoint import save_model
+    from cassette_denoise.cli import main
+    from cassette_denoise.denoiser import Denoiser
+
+    music = _melody(14.0, seed=5)
+    source = tmp_path / "whine.wav"
+    sf.write(source, (music + _whine(14.0, (2500.0,))).T, RATE, subtype="FLOAT")
+    result = Denoiser(pass_through_model, device="cpu").denoise_file(source, tmp_path / "out.wav", strength_db=0)
+    assert [round(frequency / 25) for frequency in result.whine_hz] == [100]
+    # The pass-through model leaves the signal path alone: the command with and without the stage.
+    model = save_model(tmp_path / "pass.safetensors", pass_through_model)
+    outputs = {}
+    for name, options in (("removed", []), ("kept", ["--keep-whine"])):
+        outputs[name] = tmp_path / f"{name}.wav"
+        assert main(["denoise", str(source), "-o", str(outputs[name]), "--model", str(model), "--strength-db", "0",
+                     "--device", "cpu", *options]) == 0
+    removed, kept = (sf.read(outputs[name], dtype="float64")[0].T for name in ("removed", "kept"))
+    assert si_sdr(music, removed) > si_sdr(music, kept) + 20
