@@ -50,7 +50,8 @@ def test_a_drifting_whine_under_music_comes_out_and_the_music_stays(seconds):
     whine = _whine(seconds, (1234.0, 3150.0), drift_percent=0.4)
     out, found = _run(music + whine, block=40_000)
     assert out.shape == music.shape
-    assert sorted(round(frequency / 25) for frequency in found) == [round(1234 / 25), round(3150 / 25)]
+    # Reported as detected: within the drift allowance and a detection bin (5.4 Hz) of the mean frequency.
+    assert len(found) == 2 and all(min(abs(f - true) for f in found) < 0.006 * true + 6 for true in (1234, 3150))
     # Before, the lines are nearly as loud as the music; after, what is left of them is far below it.
     assert si_sdr(music, out) > si_sdr(music, music + whine) + 25
 
@@ -105,7 +106,7 @@ def test_files_report_the_whine_taken_out_and_keep_whine_keeps_it(tmp_path, pass
     source = tmp_path / "whine.wav"
     sf.write(source, (music + _whine(14.0, (2500.0,))).T, RATE, subtype="FLOAT")
     result = Denoiser(pass_through_model, device="cpu").denoise_file(source, tmp_path / "out.wav", strength_db=0)
-    assert [round(frequency / 25) for frequency in result.whine_hz] == [100]
+    assert len(result.whine_hz) == 1 and abs(result.whine_hz[0] - 2500) < 0.006 * 2500 + 6
     # The pass-through model leaves the signal path alone: the command with and without the stage.
     model = save_model(tmp_path / "pass.safetensors", pass_through_model)
     outputs = {}

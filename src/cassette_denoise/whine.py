@@ -15,9 +15,11 @@ The stream is cut into windows of :data:`WINDOW_SAMPLES` (11.9 s at 44.1 kHz), h
    after a maximum over :data:`DRIFT_BINS` either side (a drifting line moves), it stands :data:`PROMINENCE_DB`
    above the mean level of the :data:`NEIGHBOURHOOD_BINS` either side. A line holds in a window where it is
    prominent in :data:`HOLD_FRACTION` of the window's frames: music seldom holds one pitch that long, a whine
-   always does. Each run of holding bins is one line, at the bin that stood out on its own most often; at
-   most :data:`MAX_LINES`, and once they are fitted, what is left is searched once more (two lines closer than
-   the drift allowance are found as one run).
+   always does. Each run of holding bins is one line, at the bin that stood out on its own most often, if that
+   bin's level (its loudest neighbour within the drift's reach) stays within :data:`DETECT_LEVEL_TOLERANCE_DB`
+   of its median in as many frames (notes that recur at one pitch come and go); at most :data:`MAX_LINES`.
+   Once they are fitted, what is left is searched once more (two lines closer than the drift allowance are
+   found as one run).
 2. **tracking**: half-overlapping sub-segments of :data:`TRACK_SAMPLES` (0.37 s) give the line's coarse
    track: the loudest continuous ridge near its detected frequency (a drifting line moves smoothly, the notes
    around it come and go), each step at the peak beside the ridge and refined by a parabola through the log
@@ -61,51 +63,67 @@ JUMP_COST_DB = 3.0  # the ridge's cost per bin squared a step moves
 MAX_JUMP_BINS = 3  # 8 Hz per 0.19 s
 RIDGE_CAP_DB = 30.0  # above the range's median level, a louder step earns the ridge no more
 LEVEL_TOLERANCE_DB = 3.0
+#: The detection's looser level test: a frame's level is its loudest bin within the drift's reach, music included.
+DETECT_LEVEL_TOLERANCE_DB = 6.0
 MIN_REAL_SHARE = 0.5  # sub-segments at a file's ends with less real audio than this don't judge the level
 
 
-def detection_counts(audio: np.ndarray, sample_rate: float) -> tuple[np.ndarray, int, np.ndarray]:
-    """How often each bin of :data:`DETECT_FRAME`-sample frames of ``audio`` ``(channels, samples)`` (the
-    channels' mean: a whine enters after the heads, on every channel) stood out.
+@dataclass(frozen=True)
+class DetectionFrames:
+    """Frames of a stretch of audio as the detection sees them, over the bins ``low …`` of
+    :data:`DETECT_FRAME`-sample frames that the band needs, ``(frames, bins)`` each."""
 
-    Returns ``(held, frames, salience)``: per bin ``(DETECT_FRAME // 2 + 1,)``, the number of the frames
-    (back to back) where it was prominent after the drift's maximum, the number of frames, and how often it
-    stood out on its own (plus its share of the power, to break ties): where a run of bins holds, its line
-    lies at the most salient one, for music beside a line may be louder on average."""
-    bins = DETECT_FRAME // 2 + 1
-    held, salience = np.zeros(bins, np.int64), np.zeros(bins)
-    frames = audio.shape[-1] // DETECT_FRAME
-    if frames == 0:
-        return held, 0, salience
-    hz_per_bin = sample_rate / DETECT_FRAME
-    low = max(0, int(BAND_HZ[0] / hz_per_bin) - NEIGHBOURHOOD_BINS - DRIFT_BINS)
-    high = min(bins, int(BAND_HZ[1] / hz_per_bin) + NEIGHBOURHOOD_BINS + DRIFT_BINS + 2)
-    mono = audio[:, :frames * DETECT_FRAME].mean(axis=0).reshape(frames, DETECT_FRAME)
-    spectra = np.fft.rfft(mono * _hann(DETECT_FRAME).astype(np.float32), axis=-1)[:, low:high]
-    power = spectra.real ** 2 + spectra.imag ** 2  # (frames, bins in the band)
-    level_db = 10 * np.log10(power + 1e-20)
-    above_db = level_db - ndimage.uniform_filter1d(level_db, 2 * NEIGHBOURHOOD_BINS + 1, axis=-1, mode="nearest")
-    pooled = ndimage.maximum_filter1d(above_db, 2 * DRIFT_BINS + 1, axis=-1, mode="nearest")
-    held[low:high] = np.sum(pooled >= PROMINENCE_DB, axis=0)
-    salience[low:high] = np.sum(above_db >= PROMINENCE_DB, axis=0) + power.sum(axis=0) / (power.sum() + 1e-30)
-    return held, frames, salience
+    low: int
+    level_db: np.ndarray  # the channels' mean, dB, after the drift's maximum
+    held: np.ndarray  # bool: prominent after the drift's maximum
+    own: np.ndarray  # bool: prominent on its own
+
+    @classmethod
+    def of(cls, audio: np.ndarray, sample_rate: float) -> "DetectionFrames":
+        """``audio`` ``(channels, samples)`` framed back to back (the channels' mean: a whine enters after the
+        heads, on every channel)."""
+        bins = DETECT_FRAME // 2 + 1
+        hz_per_bin = sample_rate / DETECT_FRAME
+        low = max(0, int(BAND_HZ[0] / hz_per_bin) - NEIGHBOURHOOD_BINS - DRIFT_BINS)
+        high = min(bins, int(BAND_HZ[1] / hz_per_bin) + NEIGHBOURHOOD_BINS + DRIFT_BINS + 2)
+        frames = audio.shape[-1] // DETECT_FRAME
+        mono = audio[:, :frames * DETECT_FRAME].mean(axis=0).reshape(frames, DETECT_FRAME)
+        spectra = np.fft.rfft(mono * _hann(DETECT_FRAME).astype(np.float32), axis=-1)[:, low:high]
+        level_db = 10 * np.log10(spectra.real ** 2 + spectra.imag ** 2 + 1e-20)
+        above_db = level_db - ndimage.uniform_filter1d(level_db, 2 * NEIGHBOURHOOD_BINS + 1, axis=-1, mode="nearest")
+        pooled = ndimage.maximum_filter1d(above_db, 2 * DRIFT_BINS + 1, axis=-1, mode="nearest")
+        return cls(low, ndimage.maximum_filter1d(level_db, 2 * DRIFT_BINS + 1, axis=-1, mode="nearest"),
+                   pooled >= PROMINENCE_DB, above_db >= PROMINENCE_DB)
+
+    def __add__(self, later: "DetectionFrames") -> "DetectionFrames":
+        return DetectionFrames(self.low, *(np.concatenate([getattr(self, name), getattr(later, name)])
+                                           for name in ("level_db", "held", "own")))
 
 
-def held_lines(held: np.ndarray, frames: int, salience: np.ndarray, sample_rate: float) -> list[float]:
-    """The lines that held: per run of bins prominent in :data:`HOLD_FRACTION` of ``frames``, its most
-    salient bin's frequency, Hz, most salient first (at most :data:`MAX_LINES`); see :func:`detection_counts`."""
-    if frames == 0:
-        return []
-    hz_per_bin = sample_rate / DETECT_FRAME
-    held = held >= HOLD_FRACTION * frames
-    held[: int(np.ceil(BAND_HZ[0] / hz_per_bin))] = False
-    held[int(BAND_HZ[1] / hz_per_bin) + 1:] = False
-    runs, count = ndimage.label(held)
+def held_lines(frames: DetectionFrames, sample_rate: float) -> list[float]:
+    """The lines that held in ``frames``, Hz, most salient first (at most :data:`MAX_LINES`).
+
+    A run of bins prominent in :data:`HOLD_FRACTION` of the frames is one line, at the bin that stood out on its
+    own most often (music beside a line may be louder on average), and it counts only where that bin's level
+    stays within :data:`DETECT_LEVEL_TOLERANCE_DB` of its median in :data:`HOLD_FRACTION` of the frames: notes
+    that recur at one pitch come and go in level, and each candidate left costs a fit."""
+    count = frames.held.shape[0]
     if count == 0:
         return []
-    peaks = ndimage.maximum_position(salience, runs, index=np.arange(1, count + 1))
-    strongest = sorted((int(peak[0]) for peak in peaks), key=lambda bin_: -salience[bin_])[:MAX_LINES]
-    return [bin_ * hz_per_bin for bin_ in strongest]
+    hz_per_bin = sample_rate / DETECT_FRAME
+    bins = np.arange(frames.low, frames.low + frames.held.shape[1])
+    held = (frames.held.mean(axis=0) >= HOLD_FRACTION) & (bins >= BAND_HZ[0] / hz_per_bin) & (bins <= BAND_HZ[1] / hz_per_bin)
+    runs, found = ndimage.label(held)
+    if found == 0:
+        return []
+    # How often a bin stood out on its own, its mean level breaking ties.
+    salience = frames.own.sum(axis=0) + 1e-3 * (frames.level_db.mean(axis=0) + 200)
+    peaks = [int(peak[0]) for peak in ndimage.maximum_position(salience, runs, index=np.arange(1, found + 1))]
+    level_db = frames.level_db[:, peaks]
+    steady = np.mean(np.abs(level_db - np.median(level_db, axis=0)) <= DETECT_LEVEL_TOLERANCE_DB, axis=0)
+    lines = sorted((peak for peak, fraction in zip(peaks, steady) if fraction >= HOLD_FRACTION),
+                   key=lambda peak: -salience[peak])[:MAX_LINES]
+    return [(frames.low + peak) * hz_per_bin for peak in lines]
 
 
 @dataclass
@@ -292,7 +310,7 @@ class WhineRemover:
         self._emitted = 0
         self._total = 0
         self._windows = 0  # regular windows done: window k starts at k · hop
-        self._previous_block: tuple[np.ndarray, int, np.ndarray] | None = None  # counts of the last half window
+        self._previous_half: DetectionFrames | None = None  # the last window's second half
         self.found_hz: list[float] = []  # every line taken out so far, Hz, as detected in its first window
 
     def process(self, block: np.ndarray) -> np.ndarray:
@@ -313,18 +331,18 @@ class WhineRemover:
             # The end window ends at the last sample (or is the whole of a short stream).
             start = max(0, self._total - WINDOW_SAMPLES)
             audio = self._audio[:, start - self._start:]
-            lines_hz = held_lines(*detection_counts(audio, self.sample_rate), self.sample_rate)
+            lines_hz = held_lines(DetectionFrames.of(audio, self.sample_rate), self.sample_rate)
             self._add(start, audio, lines_hz if self._total >= MIN_WINDOW_SAMPLES else [])
         return self._emit(self._total)
 
     def _regular_window(self) -> None:
         start = self._windows * self.hop
         audio = self._audio[:, start - self._start: start - self._start + WINDOW_SAMPLES]
-        first = self._previous_block or detection_counts(audio[:, :self.hop], self.sample_rate)
-        second = detection_counts(audio[:, self.hop:], self.sample_rate)
-        self._previous_block = second
-        held, frames, salience = (first[0] + second[0], first[1] + second[1], first[2] + second[2])
-        self._add(start, audio, held_lines(held, frames, salience, self.sample_rate))
+        if self._previous_half is None:
+            self._previous_half = DetectionFrames.of(audio[:, :self.hop], self.sample_rate)
+        second = DetectionFrames.of(audio[:, self.hop:], self.sample_rate)
+        self._add(start, audio, held_lines(self._previous_half + second, self.sample_rate))
+        self._previous_half = second
         self._windows += 1
 
     def _add(self, start: int, audio: np.ndarray, lines_hz: list[float]) -> None:
@@ -353,7 +371,7 @@ class WhineRemover:
                 break
             # Lines closer than the detection's drift allowance are found as one: search what is left once.
             audio = sub.cut(sub.padded)
-            lines_hz = held_lines(*detection_counts(audio, self.sample_rate), self.sample_rate)
+            lines_hz = held_lines(DetectionFrames.of(audio, self.sample_rate), self.sample_rate)
             sub = None
 
     def _emit(self, final: int) -> np.ndarray:
