@@ -86,11 +86,12 @@ def off_speed_hum(shape: tuple[int, int], sample_rate: int) -> np.ndarray:
     return TonalLines.render(params, channels=shape[0], samples=shape[1], sample_rate=sample_rate)
 
 
-def run_stage(audio: np.ndarray, sample_rate: int, *, block_frames: int) -> np.ndarray:
-    """The hum stage over ``audio`` ``(channels, samples)``, block by block as the denoiser streams it."""
+def run_stage(audio: np.ndarray, sample_rate: int, *, block_frames: int, stage: type | None = None) -> np.ndarray:
+    """A line stage (default: the hum stage, :class:`~cassette_denoise.hum.HumRemover`) over ``audio``
+    ``(channels, samples)``, block by block as the denoiser streams it."""
     from cassette_denoise.hum import HumRemover
 
-    remover = HumRemover(channels=audio.shape[0], sample_rate=sample_rate)
+    remover = (stage or HumRemover)(channels=audio.shape[0], sample_rate=sample_rate)
     pieces = [remover.process(audio[:, start: start + block_frames])
               for start in range(0, audio.shape[1], block_frames)]
     return np.concatenate([*pieces, remover.finish()], axis=1)

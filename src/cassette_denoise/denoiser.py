@@ -281,13 +281,21 @@ class DenoiseStream:
             return np.zeros((self.channels, 0), np.float32)
         block = check_audio_array(block, self.sample_rate, channels=self.channels)
         self._samples_in += block.shape[1]
-        return self._from_model.process(self._core.process(self._front.process(block)))
+        return self._from_model.process(self._masked(self._front.process(block)))
 
     def finish(self) -> np.ndarray:
         tail = self._front.finish()
-        tail = np.concatenate([self._core.process(tail), self._core.finish()], axis=1)
+        tail = np.concatenate([self._masked(tail), self._core.finish()], axis=1)
         head = self._from_model.process(tail)
         return np.concatenate([head, self._from_model.flush(total_out=self._samples_in)], axis=1)
+
+    def _masked(self, model_audio: np.ndarray) -> np.ndarray:
+        """The mask stream's output for ``model_audio`` ``(channels, samples)``, fed in blocks of at most
+        :data:`BLOCK_FRAMES`: the line stages release what they held back in bursts of seconds (a whine
+        window's half is 6 s), and a burst's tiles would all be in memory at once."""
+        pieces = [self._core.process(model_audio[:, start: start + BLOCK_FRAMES])
+                  for start in range(0, model_audio.shape[1], BLOCK_FRAMES)]
+        return np.concatenate(pieces, axis=1) if pieces else np.zeros((self.channels, 0), np.float32)
 
     @property
     def hum_hz(self) -> float | None:

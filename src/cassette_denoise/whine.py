@@ -107,12 +107,12 @@ def held_lines(frames: DetectionFrames, sample_rate: float) -> list[float]:
     own most often (music beside a line may be louder on average), and it counts only where that bin's level
     stays within :data:`DETECT_LEVEL_TOLERANCE_DB` of its median in :data:`HOLD_FRACTION` of the frames: notes
     that recur at one pitch come and go in level, and each candidate left costs a fit."""
-    count = frames.held.shape[0]
-    if count == 0:
+    if frames.held.shape[0] == 0:
         return []
     hz_per_bin = sample_rate / DETECT_FRAME
     bins = np.arange(frames.low, frames.low + frames.held.shape[1])
-    held = (frames.held.mean(axis=0) >= HOLD_FRACTION) & (bins >= BAND_HZ[0] / hz_per_bin) & (bins <= BAND_HZ[1] / hz_per_bin)
+    in_band = (bins >= BAND_HZ[0] / hz_per_bin) & (bins <= BAND_HZ[1] / hz_per_bin)
+    held = (frames.held.mean(axis=0) >= HOLD_FRACTION) & in_band
     runs, found = ndimage.label(held)
     if found == 0:
         return []
