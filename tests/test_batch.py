@@ -247,8 +247,9 @@ def test_report_warnings_and_the_listen_order():
                          floors_after_db={**floors, "hiss": -101.0})
     assert quiet == []  # the real excerpt's floors: nothing to flag
     loud = warnings_for(clipped_samples=12, hum_hz=50.0, floors_before_db={**floors, "hiss": -70.0},
-                        floors_after_db={**floors, "hiss": -71.0})
-    assert len(loud) == 4 and "12 samples clipped" in loud and "50 Hz hum removed" in loud
+                        floors_after_db={**floors, "hiss": -71.0}, whine_hz=(3150.4, 1227.4))
+    assert len(loud) == 5 and "12 samples clipped" in loud and "50 Hz hum removed" in loud
+    assert "whine removed at 1227, 3150 Hz" in loud
     rows = [{"status": "done", "warnings": json.dumps(quiet), "hiss_floor_after_db": -101.0, "input_path": "a"},
             {"status": "done", "warnings": json.dumps(loud), "hiss_floor_after_db": -71.0, "input_path": "b"},
             {"status": "failed", "warnings": "[]", "hiss_floor_after_db": None, "input_path": "c"}]

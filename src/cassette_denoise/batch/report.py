@@ -32,13 +32,15 @@ CSV_COLUMNS = ("input_path", "output_path", "status", "warnings", "error", "dura
 
 
 def warnings_for(*, clipped_samples: int, hum_hz: float | None, floors_before_db: dict,
-                 floors_after_db: dict) -> list[str]:
+                 floors_after_db: dict, whine_hz: tuple[float, ...] = ()) -> list[str]:
     """The reasons to listen to a denoised tape, as short sentences."""
     found = []
     if clipped_samples:
         found.append(f"{clipped_samples} samples clipped")
     if hum_hz is not None:
         found.append(f"{hum_hz:g} Hz hum removed")
+    if whine_hz:
+        found.append(f"whine removed at {', '.join(f'{frequency:.0f}' for frequency in sorted(whine_hz))} Hz")
     before, after = floors_before_db.get("hiss"), floors_after_db.get("hiss")
     if before is not None and after is not None:
         reduction = before - after

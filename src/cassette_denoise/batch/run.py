@@ -177,7 +177,8 @@ class Batch:
                   for when, levels in (("before", outcome.floors_before_db), ("after", outcome.floors_after_db))
                   for band in BANDS_HZ}
         warnings = warnings_for(clipped_samples=outcome.clipped_samples, hum_hz=outcome.hum_hz,
-                                floors_before_db=outcome.floors_before_db, floors_after_db=outcome.floors_after_db)
+                                whine_hz=outcome.whine_hz, floors_before_db=outcome.floors_before_db,
+                                floors_after_db=outcome.floors_after_db)
         self.manifest.finish(
             outcome.source, status="done", warnings=warnings, content_sha256=outcome.content_sha256,
             duration_s=outcome.duration_s, seconds=outcome.seconds, worker=outcome.worker, hum_hz=outcome.hum_hz,

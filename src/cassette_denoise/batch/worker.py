@@ -75,6 +75,7 @@ class Outcome:
     duration_s: float | None = None
     seconds: float | None = None
     hum_hz: float | None = None
+    whine_hz: tuple[float, ...] = ()
     clipped_samples: int | None = None
     peak_dbfs: float | None = None
     floors_before_db: dict | None = None
@@ -109,7 +110,7 @@ def denoise_task(task: Task) -> Outcome:
         return Outcome(task.source, message, worker)
     return Outcome(
         task.source, None, worker, content_sha256=content, duration_s=result.duration_s, seconds=result.seconds,
-        hum_hz=result.hum_hz, clipped_samples=result.clipped_samples, peak_dbfs=result.peak_dbfs,
+        hum_hz=result.hum_hz, whine_hz=result.whine_hz, clipped_samples=result.clipped_samples, peak_dbfs=result.peak_dbfs,
         floors_before_db=before.floors_db, floors_after_db=after.floors_db, thumbnail=thumbnail,
     )
 
