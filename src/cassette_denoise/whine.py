@@ -133,7 +133,6 @@ class SubSegments:
     real sample lies under two sub-segments whose windows sum to 1 there."""
 
     padded: np.ndarray  # (channels, halves · hop) float32
-    real_halves: np.ndarray  # (halves, hop): 1 on real samples
     weight: np.ndarray  # (sub_segments,): each sub-segment's window summed over its real samples
     level_db: np.ndarray  # (sub_segments, TRACK_SAMPLES // 2 + 1): the channels' mean, Hann-windowed, dB
     length: int
@@ -154,7 +153,7 @@ class SubSegments:
         frames = np.lib.stride_tricks.sliding_window_view(mono, TRACK_SAMPLES)[::hop]
         spectra = np.fft.rfft(frames * _hann(TRACK_SAMPLES).astype(np.float32), axis=-1)
         level_db = 10 * np.log10(spectra.real ** 2 + spectra.imag ** 2 + 1e-30)
-        return cls(padded, real_halves, weight, level_db, length)
+        return cls(padded, weight, level_db, length)
 
     @property
     def judged(self) -> np.ndarray:
@@ -177,14 +176,15 @@ def fit_line(sub: SubSegments, sample_rate: float, frequency_hz: float) -> np.nd
     # Most candidates in music are partials that come and go: the ridge's level tells, before any fit.
     if not _holds(ridge_db, sub.judged):
         return None
-    samples = np.arange(sub.padded.shape[1])
-    frequency = np.interp(samples, centres, coarse_hz)
+    # The track is linear between knots every quarter sub-segment: the centres and the points between them.
+    knots = np.arange(4 * sub.padded.shape[1] // TRACK_SAMPLES + 1) * (TRACK_SAMPLES // 4)
+    knot_hz = np.interp(knots, centres, coarse_hz)
     for _ in range(CORRECTIONS):
-        amplitude = _project(sub, _phasor(frequency, sample_rate), window)  # (channels, sub_segments)
+        amplitude = _project(sub, _phasor(knot_hz, sample_rate), window)  # (channels, sub_segments)
         turn = np.angle(np.sum(amplitude[:, 1:] * np.conj(amplitude[:, :-1]), axis=0))
         correction_hz = turn / (2 * np.pi * hop / sample_rate)
-        frequency = frequency + np.interp(samples, centres[:-1] + hop / 2, correction_hz)
-    phasor = _phasor(frequency, sample_rate)
+        knot_hz = knot_hz + np.interp(knots, centres[:-1] + hop / 2, correction_hz)
+    phasor = _phasor(knot_hz, sample_rate)
     amplitude = _project(sub, phasor, window)
     level_db = 10 * np.log10(np.sum(np.abs(amplitude) ** 2, axis=0) + 1e-30)
     if not _holds(level_db, sub.judged):
@@ -253,10 +253,16 @@ def _ridge(level_db: np.ndarray) -> np.ndarray:
     return path
 
 
-def _phasor(frequency_hz: np.ndarray, sample_rate: float) -> np.ndarray:
-    """``exp(j·phase)`` for a phase that integrates ``frequency_hz`` per sample, ``(samples,)``."""
-    cycles = np.cumsum(frequency_hz / sample_rate)
-    turn = (2 * np.pi * (cycles - np.floor(cycles))).astype(np.float32)
+def _phasor(knot_hz: np.ndarray, sample_rate: float) -> np.ndarray:
+    """``exp(j·phase)`` per sample for a frequency linear between knots a quarter sub-segment apart,
+    ``knot_hz`` ``(knots,)``; the phase is its integral from the first knot, ``((knots - 1) · step,)``."""
+    step = TRACK_SAMPLES // 4
+    start, end = knot_hz[:-1, None], knot_hz[1:, None]
+    # Whole cycles before each interval reduced to one, so float64 keeps its precision however long the window.
+    before = np.concatenate([[0.0], np.cumsum((knot_hz[:-1] + knot_hz[1:]) / 2 * step / sample_rate)[:-1]]) % 1
+    offset = np.arange(step)
+    cycles = before[:, None] + (start * offset + (end - start) * offset ** 2 / (2 * step)) / sample_rate
+    turn = (2 * np.pi * (cycles - np.floor(cycles))).astype(np.float32).ravel()
     phasor = np.empty(turn.shape, np.complex64)
     phasor.real, phasor.imag = np.cos(turn), np.sin(turn)
     return phasor
@@ -267,9 +273,9 @@ def _project(sub: SubSegments, phasor: np.ndarray, window: np.ndarray) -> np.nda
     turned back by it, over real samples only, ``(channels, sub_segments)``."""
     hop = TRACK_SAMPLES // 2
     turned = (sub.padded * np.conj(phasor)).reshape(sub.padded.shape[0], -1, hop)  # (channels, halves, hop)
-    first = np.einsum("chs,hs->ch", turned, sub.real_halves * window[:hop])
-    second = np.einsum("chs,hs->ch", turned, sub.real_halves * window[hop:])
-    return (first[:, :-1] + second[:, 1:]) / np.maximum(sub.weight, 1e-12)
+    # The padding is zeros, so only the weight counts real samples alone.
+    halves = turned @ np.stack([window[:hop], window[hop:]], axis=1).astype(np.complex64)  # (channels, halves, 2)
+    return (halves[:, :-1, 0] + halves[:, 1:, 1]) / np.maximum(sub.weight, 1e-12)
 
 
 @functools.cache
