@@ -167,7 +167,7 @@ class SubSegments:
 
 
 def fit_line(sub: SubSegments, sample_rate: float, frequency_hz: float) -> np.ndarray | None:
-    """The steady line near ``frequency_hz`` in ``sub``, tracked and fitted (float64, ``sub.padded``'s shape),
+    """The steady line near ``frequency_hz`` in ``sub``, tracked and fitted (float32, ``sub.padded``'s shape),
     or ``None`` where its level does not hold (see the module's steps 2-3)."""
     hop = TRACK_SAMPLES // 2
     window = _track_window()
