@@ -162,7 +162,7 @@ def test_memory_stays_flat_however_long_the_stream():
         t = np.arange(second * RATE, (second + 1) * RATE) / RATE
         block = sum(1e-3 * np.sin(2 * np.pi * hz * t) for hz in (48.5, 145.5, 242.5))
         remover.process((block + 1e-4 * rng.standard_normal(RATE))[None])
-        held.append((remover._audio.shape[1], len(remover._segments)))
+        held.append((remover._buffer.held_samples, len(remover._segments)))
     # After the first window's worth (~16 s) the buffers stop growing.
     samples_held, segments_held = np.array(held).T
     assert samples_held[30:].max() <= samples_held[:30].max()

@@ -46,6 +46,7 @@ import torch
 
 from cassette_denoise import spectral
 from cassette_denoise.audio import MODEL_SAMPLE_RATE, Resampler, output_length
+from cassette_denoise.fit_buffer import FitBuffer
 
 SEGMENT_SAMPLES = 1 << 16  # 1.49 s at 44.1 kHz: ~1.3 Hz Hann main lobe, short enough to follow level changes
 FUNDAMENTAL_HZ = (45.0, 65.0)  # 50 and 60 Hz mains, played up to ~8 % off speed
@@ -426,17 +427,13 @@ class HumRemover:
         self._low_total = 0
         # One sin² hump per segment: sums to 1 across neighbours half a segment apart.
         self._crossfade = spectral.crossfade_window(self.segment, overlap_frames=self.hop).double().numpy()
-        self._audio = np.zeros((channels, 0), np.float32)  # input from absolute sample _start
-        # The decided segments' hum, cross-faded, over the same span; none until some segment has hum.
-        self._hum: np.ndarray | None = None
-        self._placed: list[int] = []  # where the decided segments that reach past _emitted start
-        self._start = 0  # absolute index of the buffers' first sample
-        self._emitted = 0
-        self._total = 0
+        # The input and the decided segments' hum, cross-faded. One segment of history: the end segment starts up to a
+        # segment before the last sample.
+        self._buffer = FitBuffer(channels, history=self.segment)
         # The analysed segments a decision can still read: absolute indices _first_segment onwards.
         self._segments: list[_Segment] = []
         self._first_segment = 0
-        self._decided = 0  # absolute index of the first segment whose hum is not yet in _hum
+        self._decided = 0  # absolute index of the first segment whose hum is not yet in the buffer
         # Segments with hum removed, by fundamental in FOUND_RESOLUTION_HZ steps: counts and summed Hz.
         steps = int(round((FUNDAMENTAL_HZ[1] - FUNDAMENTAL_HZ[0]) / FOUND_RESOLUTION_HZ)) + 1
         self._found_counts, self._found_sums = np.zeros(steps), np.zeros(steps)
@@ -445,26 +442,24 @@ class HumRemover:
         block = np.asarray(block, np.float32)
         if block.ndim != 2 or block.shape[0] != self.channels:
             raise ValueError(f"expected a ({self.channels}, samples) block, got shape {block.shape}")
-        self._total += block.shape[1]
-        self._audio = np.concatenate([self._audio, block], axis=1)
-        if self._hum is not None:
-            self._hum = np.pad(self._hum, ((0, 0), (0, block.shape[1])))
+        self._buffer.append(block)
         self._add_low(self._decimator.process(block))
         self._analyse_available()
         reach = OFF_SPEED_HOLD_SEGMENTS
         self._decide(until=self._analysed - reach if self._analysed >= 2 * reach + 1 else 0)
         undecided = self._decided - self._first_segment
-        return self._emit(self._segments[undecided].start if self._decided < self._analysed else self._emitted)
+        return self._buffer.emit(self._segments[undecided].start if self._decided < self._analysed
+                                 else self._buffer.emitted)
 
     def finish(self) -> np.ndarray:
-        self._add_low(self._decimator.flush(total_out=output_length(self._total, self.sample_rate,
+        self._add_low(self._decimator.flush(total_out=output_length(self._buffer.total, self.sample_rate,
                                                                      self.analysis_rate)))
         self._analyse_available()
-        if self._segments and self._segments[-1].start + self.segment < self._total:
+        if self._segments and self._segments[-1].start + self.segment < self._buffer.total:
             # The last segment ends at the last sample, so it fits real audio only.
-            self._analyse(self._total - self.segment)
+            self._analyse(self._buffer.total - self.segment)
         self._decide(until=self._analysed)
-        return self._emit(self._total)
+        return self._buffer.emit(self._buffer.total)
 
     @property
     def found_hz(self) -> float | None:
@@ -491,7 +486,7 @@ class HumRemover:
     def _analyse_available(self) -> None:
         """Analyse every regular segment whose samples are in, at both rates (the decimator lags a little)."""
         low_segment = self.segment // self.decimation
-        while (self._analysed * self.hop + self.segment <= self._total
+        while (self._analysed * self.hop + self.segment <= self._buffer.total
                and (self._analysed * self.hop + self.segment) // self.decimation <= self._low_total):
             self._analyse(self._analysed * self.hop)
         # Later segments start at the next regular one, or the end segment within one segment of the end.
@@ -510,48 +505,18 @@ class HumRemover:
     def _decide(self, *, until: int) -> None:
         while self._decided < until:
             index = self._decided - self._first_segment
-            offset = self._segments[index].start - self._start
-            audio = self._audio[:, offset: offset + self.segment]
-            hum, fundamental_hz = held_hum(self._segments, index, audio, self.sample_rate)
+            start = self._segments[index].start
+            hum, fundamental_hz = held_hum(self._segments, index, self._buffer.audio(start, self.segment),
+                                           self.sample_rate)
             if fundamental_hz is not None:  # in most segments of most tapes there is none; adding zeros changes no bit
                 step = int(round((fundamental_hz - FUNDAMENTAL_HZ[0]) / FOUND_RESOLUTION_HZ))
                 self._found_counts[step] += 1
                 self._found_sums[step] += fundamental_hz
-                if self._hum is None:
-                    self._hum = np.zeros((self.channels, self._total - self._start))
-                self._hum[:, offset: offset + self.segment] += hum * self._crossfade
-            self._placed.append(self._segments[index].start)
+                self._buffer.add(start, hum * self._crossfade)
+            self._buffer.place(start, self._crossfade)
             self._decided += 1
         # Later decisions read back at most 2 · OFF_SPEED_HOLD_SEGMENTS segments; older ones would pile up
         # over an hour.
         stale = max(0, self._decided - 2 * OFF_SPEED_HOLD_SEGMENTS - self._first_segment)
         self._segments = self._segments[stale:]
         self._first_segment += stale
-
-    def _emit(self, final: int) -> np.ndarray:
-        """Return samples ``[_emitted, final)`` and drop what no segment still needs."""
-        first, last = self._emitted - self._start, final - self._start
-        out = self._audio[:, first:last].copy()
-        if self._hum is not None and self._hum[:, first:last].any():  # else the input is the output, bit for bit
-            hum = self._hum[:, first:last]
-            weight = self._weight(self._emitted, final)
-            out = (out - np.divide(hum, weight, out=np.zeros_like(hum), where=weight > 0)).astype(np.float32)
-        self._emitted = final
-        self._placed = [start for start in self._placed if start + self.segment > final]
-        # Keep one segment of history: the end segment starts up to a segment before the last sample.
-        drop = max(0, min(final, self._total - self.segment) - self._start)
-        self._audio = self._audio[:, drop:]
-        if self._hum is not None:
-            self._hum = self._hum[:, drop:]
-        self._start += drop
-        return out
-
-    def _weight(self, first: int, last: int) -> np.ndarray:
-        """The decided segments' cross-fades summed over absolute samples ``[first, last)`` ``(last - first,)``:
-        1 where two halves meet, less at a file's ends."""
-        weight = np.zeros(last - first)
-        for start in self._placed:
-            low, high = max(first, start), min(last, start + self.segment)
-            if low < high:
-                weight[low - first: high - first] += self._crossfade[low - start: high - start]
-        return weight

@@ -45,6 +45,7 @@ import numpy as np
 from scipy import ndimage, signal
 
 from cassette_denoise import spectral
+from cassette_denoise.fit_buffer import FitBuffer
 
 WINDOW_SAMPLES = 1 << 19  # 11.9 s at 44.1 kHz: a whine holds through it, a held note seldom
 MIN_WINDOW_SAMPLES = 1 << 18  # a stream shorter than this (5.9 s) is left alone: too short to tell a note
@@ -88,7 +89,7 @@ class DetectionFrames:
         high = min(bins, int(BAND_HZ[1] / hz_per_bin) + NEIGHBOURHOOD_BINS + DRIFT_BINS + 2)
         frames = audio.shape[-1] // DETECT_FRAME
         mono = audio[:, :frames * DETECT_FRAME].mean(axis=0).reshape(frames, DETECT_FRAME)
-        spectra = np.fft.rfft(mono * _hann(DETECT_FRAME).astype(np.float32), axis=-1)[:, low:high]
+        spectra = np.fft.rfft(mono * _hann(DETECT_FRAME), axis=-1)[:, low:high]
         level_db = 10 * np.log10(spectra.real ** 2 + spectra.imag ** 2 + 1e-20)
         above_db = level_db - ndimage.uniform_filter1d(level_db, 2 * NEIGHBOURHOOD_BINS + 1, axis=-1, mode="nearest")
         pooled = ndimage.maximum_filter1d(above_db, 2 * DRIFT_BINS + 1, axis=-1, mode="nearest")
@@ -151,7 +152,7 @@ class SubSegments:
         weight = (real_halves @ window[:hop])[:-1] + (real_halves @ window[hop:])[1:]
         mono = padded.mean(axis=0)  # as the detection: a whine is on every channel
         frames = np.lib.stride_tricks.sliding_window_view(mono, TRACK_SAMPLES)[::hop]
-        spectra = np.fft.rfft(frames * _hann(TRACK_SAMPLES).astype(np.float32), axis=-1)
+        spectra = np.fft.rfft(frames * _hann(TRACK_SAMPLES), axis=-1)
         level_db = 10 * np.log10(spectra.real ** 2 + spectra.imag ** 2 + 1e-30)
         return cls(padded, weight, level_db, length)
 
@@ -286,12 +287,16 @@ def _track_window() -> np.ndarray:
 
 @functools.cache
 def _window_crossfade() -> np.ndarray:
-    """The windows' ``sin²`` cross-fade, ``(WINDOW_SAMPLES,)``: made only once a stream has a line to fit."""
+    """The windows' ``sin²`` cross-fade, ``(WINDOW_SAMPLES,)``, made once."""
     return spectral.crossfade_window(WINDOW_SAMPLES, overlap_frames=WINDOW_SAMPLES // 2).double().numpy()
 
 
+@functools.cache
 def _hann(length: int) -> np.ndarray:
-    return np.hanning(length + 1)[:-1]
+    """A periodic Hann window ``(length,)`` float32, read-only: every frame reuses it."""
+    window = np.hanning(length + 1)[:-1].astype(np.float32)
+    window.flags.writeable = False
+    return window
 
 
 class WhineRemover:
@@ -307,14 +312,9 @@ class WhineRemover:
             raise ValueError(f"sample rate must be at least {2 * BAND_HZ[1]:g} Hz, got {sample_rate}")
         self.channels, self.sample_rate = channels, sample_rate
         self.hop = WINDOW_SAMPLES // 2
-        self._audio = np.zeros((channels, 0), np.float32)  # input from absolute sample _start
-        # The windows' fits, cross-faded, over the same span; none until some window has a line.
-        self._fit: np.ndarray | None = None
-        # (start, counts from, end) of the windows that reach past _emitted.
-        self._placed: list[tuple[int, int, int]] = []
-        self._start = 0  # absolute index of the buffers' first sample
-        self._emitted = 0
-        self._total = 0
+        # The input and the windows' fits. A window of history: the end window starts up to a window before the
+        # last sample.
+        self._buffer = FitBuffer(channels, history=WINDOW_SAMPLES)
         self._windows = 0  # regular windows done: window k starts at k · hop
         self._previous_half: DetectionFrames | None = None  # the last window's second half
         self.found_hz: list[float] = []  # every line taken out so far, Hz, as detected in its first window
@@ -323,27 +323,25 @@ class WhineRemover:
         block = np.asarray(block, np.float32)
         if block.ndim != 2 or block.shape[0] != self.channels:
             raise ValueError(f"expected a ({self.channels}, samples) block, got shape {block.shape}")
-        self._total += block.shape[1]
-        self._audio = np.concatenate([self._audio, block], axis=1)
-        if self._fit is not None:
-            self._fit = np.pad(self._fit, ((0, 0), (0, block.shape[1])))
-        while self._windows * self.hop + WINDOW_SAMPLES <= self._total:
+        self._buffer.append(block)
+        while self._windows * self.hop + WINDOW_SAMPLES <= self._buffer.total:
             self._regular_window()
-        return self._emit(self._windows * self.hop if self._windows else 0)
+        return self._buffer.emit(self._windows * self.hop if self._windows else 0)
 
     def finish(self) -> np.ndarray:
+        total = self._buffer.total
         covered = self._windows * self.hop + self.hop if self._windows else 0
-        if covered < self._total:
+        if covered < total:
             # The end window ends at the last sample (or is the whole of a short stream).
-            start = max(0, self._total - WINDOW_SAMPLES)
-            audio = self._audio[:, start - self._start:]
+            start = max(0, total - WINDOW_SAMPLES)
+            audio = self._buffer.audio(start, total - start)
             lines_hz = held_lines(DetectionFrames.of(audio, self.sample_rate), self.sample_rate)
-            self._add(start, audio, lines_hz if self._total >= MIN_WINDOW_SAMPLES else [])
-        return self._emit(self._total)
+            self._add(start, audio, lines_hz if total >= MIN_WINDOW_SAMPLES else [])
+        return self._buffer.emit(total)
 
     def _regular_window(self) -> None:
         start = self._windows * self.hop
-        audio = self._audio[:, start - self._start: start - self._start + WINDOW_SAMPLES]
+        audio = self._buffer.audio(start, WINDOW_SAMPLES)
         if self._previous_half is None:
             self._previous_half = DetectionFrames.of(audio[:, :self.hop], self.sample_rate)
         second = DetectionFrames.of(audio[:, self.hop:], self.sample_rate)
@@ -352,9 +350,8 @@ class WhineRemover:
         self._windows += 1
 
     def _add(self, start: int, audio: np.ndarray, lines_hz: list[float]) -> None:
-        # The end window may reach back over emitted samples: it counts only from there on.
-        self._placed.append((start, max(start, self._emitted), start + audio.shape[1]))
-        span = slice(start - self._start, start - self._start + audio.shape[1])
+        crossfade = _window_crossfade()[: audio.shape[1]]
+        self._buffer.place(start, crossfade)
         sub = None
         for search in range(2):
             fitted = 0
@@ -365,12 +362,8 @@ class WhineRemover:
                 if line is None:
                     continue
                 fitted += 1
-                sub.padded -= line.astype(np.float32)
-                if self._fit is None:
-                    self._fit = np.zeros((self.channels, self._total - self._start))
-                crossfade = _window_crossfade()[: audio.shape[1]].copy()
-                crossfade[: max(0, self._emitted - start)] = 0
-                self._fit[:, span] += sub.cut(line) * crossfade
+                sub.padded -= line
+                self._buffer.add(start, sub.cut(line) * crossfade)
                 if all(abs(frequency_hz / known - 1) > DRIFT_FRACTION for known in self.found_hz):
                     self.found_hz.append(round(frequency_hz, 1))
             if search or not fitted:
@@ -379,31 +372,3 @@ class WhineRemover:
             audio = sub.cut(sub.padded)
             lines_hz = held_lines(DetectionFrames.of(audio, self.sample_rate), self.sample_rate)
             sub = None
-
-    def _emit(self, final: int) -> np.ndarray:
-        """Return samples ``[_emitted, final)`` with the fits subtracted, and drop what no window needs."""
-        first, last = self._emitted - self._start, final - self._start
-        out = self._audio[:, first:last].copy()
-        if self._fit is not None and self._fit[:, first:last].any():  # else the input is the output, bit for bit
-            fit = self._fit[:, first:last]
-            weight = self._weight(self._emitted, final)
-            out = (out - np.divide(fit, weight, out=np.zeros_like(fit), where=weight > 0)).astype(np.float32)
-        self._emitted = final
-        self._placed = [placed for placed in self._placed if placed[2] > final]
-        # Keep a window of history: the end window starts up to a window before the last sample.
-        drop = max(0, min(final, self._total - WINDOW_SAMPLES) - self._start)
-        self._audio = self._audio[:, drop:]
-        if self._fit is not None:
-            self._fit = self._fit[:, drop:]
-        self._start += drop
-        return out
-
-    def _weight(self, first: int, last: int) -> np.ndarray:
-        """The placed windows' cross-fades summed over absolute samples ``[first, last)`` ``(last - first,)``:
-        1 where two halves meet, less at a stream's ends."""
-        weight = np.zeros(last - first)
-        for start, counts_from, end in self._placed:
-            low, high = max(first, counts_from), min(last, end)
-            if low < high:
-                weight[low - first: high - first] += _window_crossfade()[low - start: high - start]
-        return weight
