@@ -22,6 +22,7 @@ from distributed import Client, LocalCluster
 
 from cassette_denoise.batch.manifest import MANIFEST_NAME
 from cassette_denoise.batch.report import listen_order, warnings_for
+from cassette_denoise.batch.run import _CtrlC
 from cassette_denoise.batch.stats import measure
 from cassette_denoise.cli import main
 
@@ -194,6 +195,25 @@ def test_a_worker_killed_mid_run_does_not_stop_the_run(tmp_path, client, tiny_ch
     assert len(manifest_rows(out)) == TAPES
     assert_valid_outputs(tapes, root, out)
     client.wait_for_workers(2, timeout=60)  # the nanny restarts the killed worker for the next tests
+
+
+def test_a_first_ctrl_c_waits_for_a_safe_point_and_a_second_stops_at_once():
+    previous = signal.getsignal(signal.SIGINT)
+    with _CtrlC() as ctrl_c:
+        os.kill(os.getpid(), signal.SIGINT)  # lands in the middle of "a call to the cluster": only noted
+        time.sleep(0.05)
+        with pytest.raises(KeyboardInterrupt), ctrl_c.may_stop_here():
+            pytest.fail("the noted Ctrl-C should stop the run before this")
+    with _CtrlC() as ctrl_c:
+        with pytest.raises(KeyboardInterrupt), ctrl_c.may_stop_here():
+            os.kill(os.getpid(), signal.SIGINT)  # while waiting for a file: stops there
+            time.sleep(5)
+    with _CtrlC():
+        os.kill(os.getpid(), signal.SIGINT)
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)
+    assert signal.getsignal(signal.SIGINT) is previous
 
 
 def test_ctrl_c_stops_cleanly_and_a_rerun_does_only_the_rest(tmp_path, client, tiny_checkpoint):

@@ -133,9 +133,16 @@ class Batch:
         waiting = list(reversed(plan.pending))
         by_key: dict[str, Pending] = {}
         flow = as_completed()
+        with _CtrlC() as ctrl_c:
+            yield from self._send_and_record(client, waiting, by_key, flow, ctrl_c)
+
+    def _send_and_record(self, client, waiting: list[Pending], by_key: dict, flow,
+                         ctrl_c: "_CtrlC") -> Iterator[tuple[Pending, Outcome]]:
         try:
             self._top_up(client, waiting, by_key, flow)
-            for future in flow:
+            while not flow.is_empty():
+                with ctrl_c.may_stop_here():
+                    future = next(flow)
                 item = by_key.pop(future.key)
                 outcome = _outcome(future, item)
                 self._record(outcome)
@@ -209,6 +216,45 @@ def connect(*, workers: int | None = None, scheduler: str | None = None) -> Iter
                                dashboard_address="127.0.0.1:0")
     with cluster, Client(cluster) as client:
         yield client
+
+
+class _CtrlC:
+    """Ctrl-C stops a run only where no call to the cluster is under way.
+
+    The client's blocking calls leave the cluster's event loop in a bad state when KeyboardInterrupt lands in them
+    (it logs a traceback of its own). So, in the main thread, a first Ctrl-C is noted and raised as
+    KeyboardInterrupt where :meth:`may_stop_here` says it is safe: while waiting for the next file to finish,
+    which is where a run spends its time. A second Ctrl-C stops at once, wherever it lands.
+    """
+
+    def __init__(self):
+        self._pressed = False
+        self._waiting = False
+        self._previous = None
+
+    def __enter__(self) -> "_CtrlC":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._on_signal)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def _on_signal(self, signum, frame) -> None:
+        if self._waiting or self._pressed:
+            raise KeyboardInterrupt
+        self._pressed = True
+
+    @contextlib.contextmanager
+    def may_stop_here(self) -> Iterator[None]:
+        if self._pressed:
+            raise KeyboardInterrupt
+        self._waiting = True
+        try:
+            yield
+        finally:
+            self._waiting = False
 
 
 @contextlib.contextmanager
