@@ -20,8 +20,8 @@ import pytest
 import soundfile as sf
 from distributed import Client, LocalCluster
 
-from cassette_denoise.batch.manifest import MANIFEST_NAME
-from cassette_denoise.batch.report import listen_order, warnings_for
+from cassette_denoise.batch.manifest import MANIFEST_NAME, Entry, Manifest
+from cassette_denoise.batch.report import listen_order, warnings_for, write_report
 from cassette_denoise.batch.run import _CtrlC
 from cassette_denoise.batch.stats import measure
 from cassette_denoise.cli import main
@@ -274,3 +274,22 @@ def test_report_warnings_and_the_listen_order():
             {"status": "done", "warnings": json.dumps(loud), "hiss_floor_after_db": -71.0, "input_path": "b"},
             {"status": "failed", "warnings": "[]", "hiss_floor_after_db": None, "input_path": "c"}]
     assert [row["input_path"] for row in sorted(rows, key=listen_order)] == ["c", "b", "a"]
+
+
+def test_a_manifest_of_the_first_schema_keeps_its_rows_and_gains_the_whine_column(tmp_path):
+    with Manifest(tmp_path) as manifest:
+        manifest.queue(Entry("/tapes/a.wav", "/out/a.flac", 10, 1, "s", "m", "{}"))
+        manifest.finish("/tapes/a.wav", status="done", warnings=[], hum_hz=50.0)
+    with sqlite3.connect(tmp_path / MANIFEST_NAME) as db:  # as the first schema wrote it
+        db.execute("ALTER TABLE files DROP COLUMN whine_hz")
+        db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    db.close()
+    with Manifest(tmp_path) as manifest:
+        (row,) = manifest.rows()
+        assert (row["status"], row["hum_hz"], row["whine_hz"]) == ("done", 50.0, None)
+        manifest.queue(Entry("/tapes/b.wav", "/out/b.flac", 10, 1, "s", "m", "{}"))
+        manifest.finish("/tapes/b.wav", status="done", warnings=[], whine_hz="1227 3150")
+        csv_path, html_path = write_report(manifest.rows(), tmp_path)
+    report = {row["input_path"]: row for row in csv.DictReader(csv_path.open())}
+    assert report["/tapes/b.wav"]["whine_hz"] == "1227 3150" and report["/tapes/a.wav"]["whine_hz"] == ""
+    assert "1227 3150 Hz" in html_path.read_text()

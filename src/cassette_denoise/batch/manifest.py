@@ -18,7 +18,7 @@ from pathlib import Path
 from cassette_denoise.batch.stats import BANDS_HZ
 
 MANIFEST_NAME = "manifest.sqlite"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 STATUSES = ("queued", "running", "done", "failed")
 FLOOR_COLUMNS = tuple(f"{band}_floor_{when}_db" for band in BANDS_HZ for when in ("before", "after"))
 
@@ -41,6 +41,7 @@ CREATE TABLE IF NOT EXISTS files (
     worker TEXT,
     finished_utc TEXT,
     hum_hz REAL,
+    whine_hz TEXT,
     clipped_samples INTEGER,
     peak_dbfs REAL,
     {", ".join(f"{column} REAL" for column in FLOOR_COLUMNS)},
@@ -50,7 +51,7 @@ CREATE TABLE IF NOT EXISTS files (
 """
 #: Everything a new queueing clears: the results of an earlier run of the row.
 _RESULT_COLUMNS = ("content_sha256", "duration_s", "seconds", "error", "worker", "finished_utc", "hum_hz",
-                   "clipped_samples", "peak_dbfs", *FLOOR_COLUMNS, "thumbnail")
+                   "whine_hz", "clipped_samples", "peak_dbfs", *FLOOR_COLUMNS, "thumbnail")
 
 
 class ManifestError(Exception):
@@ -81,6 +82,11 @@ class Manifest:
             self._db.executescript(_SCHEMA)
             self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         version = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
+        if int(version) == 1:  # an archive's earlier runs stay: version 2 only adds the whine column
+            with self._db:
+                self._db.execute("ALTER TABLE files ADD COLUMN whine_hz TEXT")
+                self._db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+            version = SCHEMA_VERSION
         if int(version) != SCHEMA_VERSION:
             raise ManifestError(f"{self.path}: schema version {version}, this version reads {SCHEMA_VERSION}")
 

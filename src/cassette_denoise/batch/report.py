@@ -28,7 +28,7 @@ LARGE_REDUCTION_DB = 30.0
 RESIDUAL_HISS_DB = -90.0
 
 CSV_COLUMNS = ("input_path", "output_path", "status", "warnings", "error", "duration_s", "seconds", "hum_hz",
-               "clipped_samples", "peak_dbfs", *FLOOR_COLUMNS, "worker", "finished_utc")
+               "whine_hz", "clipped_samples", "peak_dbfs", *FLOOR_COLUMNS, "worker", "finished_utc")
 
 
 def warnings_for(*, clipped_samples: int, hum_hz: float | None, floors_before_db: dict,
@@ -104,7 +104,7 @@ def _html(rows: list[sqlite3.Row], folder: Path) -> str:
         "dB re full scale per bin, before → after. Thumbnails: before | after, log frequency up to the Nyquist "
         "frequency.</p>",
         "<table><tr><th>tape</th><th>status</th><th>warnings / error</th><th>duration</th><th>hum</th>"
-        "<th>clipped</th><th>rumble floor</th><th>mid floor</th><th>hiss floor</th><th>spectrogram</th></tr>",
+        "<th>whine</th><th>clipped</th><th>rumble floor</th><th>mid floor</th><th>hiss floor</th><th>spectrogram</th></tr>",
     ]
     for row in rows:
         notes = json.loads(row["warnings"]) + ([row["error"]] if row["error"] else [])
@@ -116,6 +116,7 @@ def _html(rows: list[sqlite3.Row], folder: Path) -> str:
             image = f"<img src='{html.escape(Path(source).as_posix())}' alt='spectrogram' height='60'>"
         cells = [html.escape(row["input_path"]), row["status"], html.escape("; ".join(notes)),
                  _minutes(row["duration_s"]), f"{row['hum_hz']:g} Hz" if row["hum_hz"] else "",
+                 f"{row['whine_hz']} Hz" if row["whine_hz"] else "",
                  str(row["clipped_samples"] or ""), *floors, image]
         lines.append(f"<tr class='{kind}'>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>")
     lines.append("</table>")

@@ -189,6 +189,7 @@ class Batch:
         self.manifest.finish(
             outcome.source, status="done", warnings=warnings, content_sha256=outcome.content_sha256,
             duration_s=outcome.duration_s, seconds=outcome.seconds, worker=outcome.worker, hum_hz=outcome.hum_hz,
+            whine_hz=" ".join(f"{frequency:.0f}" for frequency in sorted(outcome.whine_hz)) or None,
             clipped_samples=outcome.clipped_samples, peak_dbfs=outcome.peak_dbfs, thumbnail=outcome.thumbnail,
             **floors,
         )
