@@ -134,25 +134,21 @@ class Batch:
         by_key: dict[str, Pending] = {}
         flow = as_completed()
         with _CtrlC() as ctrl_c:
-            yield from self._send_and_record(client, waiting, by_key, flow, ctrl_c)
-
-    def _send_and_record(self, client, waiting: list[Pending], by_key: dict, flow,
-                         ctrl_c: "_CtrlC") -> Iterator[tuple[Pending, Outcome]]:
-        try:
-            self._top_up(client, waiting, by_key, flow)
-            while not flow.is_empty():
-                with ctrl_c.may_stop_here():
-                    future = next(flow)
-                item = by_key.pop(future.key)
-                outcome = _outcome(future, item)
-                self._record(outcome)
-                yield item, outcome
+            try:
                 self._top_up(client, waiting, by_key, flow)
-        finally:
-            if by_key:
-                client.cancel(list(flow.futures), force=True)
-                for item in by_key.values():
-                    self.manifest.set_status(str(item.source), "queued")
+                while not flow.is_empty():
+                    with ctrl_c.may_stop_here():
+                        future = next(flow)
+                    item = by_key.pop(future.key)
+                    outcome = _outcome(future, item)
+                    self._record(outcome)
+                    yield item, outcome
+                    self._top_up(client, waiting, by_key, flow)
+            finally:
+                if by_key:
+                    client.cancel(list(flow.futures), force=True)
+                    for item in by_key.values():
+                        self.manifest.set_status(str(item.source), "queued")
 
     def _top_up(self, client, waiting: list[Pending], by_key: dict, flow) -> None:
         threads = sum(client.nthreads().values())
