@@ -67,3 +67,11 @@ def test_package_names_load_on_first_use():
     assert cassette_denoise.AudioError is AudioError and cassette_denoise.Denoiser is Denoiser
     with pytest.raises(AttributeError, match="no_such_name"):
         cassette_denoise.no_such_name  # noqa: B018
+
+
+def test_the_denoising_path_leaves_out_scipy_signal():
+    # scipy.signal (and scipy.stats with it) takes about half a second to import: every `denoise` would pay it.
+    code = ("import sys; from cassette_denoise.denoiser import Denoiser; Denoiser.from_pretrained(); "
+            "print(sorted(m for m in sys.modules if m.startswith(('scipy.signal', 'scipy.stats'))))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.strip() == "[]"
