@@ -146,3 +146,11 @@ def test_the_fine_tune_is_the_starting_models_recipe_with_the_users_noise_in_mos
     assert config.pairs.noise_follows_treble_probability == 0.9  # the recipe's last stage, kept
     assert config.noise_dir == str(tmp_path / "run" / "noise") and config.weight_average_decay > 0
     assert config.learning_rate == config.final_learning_rate and config.max_minutes == 5.0
+
+
+def test_the_fine_tune_leaves_out_a_teacher_the_starting_model_learnt_from(tmp_path):
+    recipe = {"training": {"config": {"teacher": "runs/stage7/steps/step002000.safetensors", "teacher_weight": 2.0}}}
+    config = adapt_train_config(recipe, UNetConfig(base_width=8, noise_floor_input=True), run_dir=tmp_path / "run",
+                                corpus_dir=tmp_path, init_from=tmp_path / "start.safetensors", config=AdaptConfig(),
+                                max_steps=None, max_minutes=5.0, threads=2, seed=3, device="cpu")
+    assert config.teacher == ""

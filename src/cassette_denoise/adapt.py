@@ -335,7 +335,9 @@ def adapt_train_config(start_sidecar: dict, model_config, *, run_dir: Path, corp
                        config: AdaptConfig, max_steps: int | None, max_minutes: float, threads: int, seed: int,
                        device: str) -> TrainConfig:
     """The starting model's own recipe (its sidecar's ``training.config``; the first stage's when it has
-    none) turned into a fine-tune on the run's recorded noise."""
+    none) turned into a fine-tune on the run's recorded noise. A teacher the recipe learnt from is left out:
+    the fine-tune moves the model towards the user's noise, away from what any teacher did, and the
+    teacher's file is seldom on the user's machine."""
     try:
         recipe = from_dict(start_sidecar.get("training", {}).get("config", {}))
     except (TypeError, ValueError) as error:
@@ -347,7 +349,7 @@ def adapt_train_config(start_sidecar: dict, model_config, *, run_dir: Path, corp
                                 recorded_noise_snr_db=config.noise_snr_db)
     return dataclasses.replace(
         recipe, corpus_dir=str(corpus_dir), run_dir=str(run_dir), noise_dir=str(run_dir / "noise"),
-        init_from=str(init_from), model=model_config, pairs=pairs, learning_rate=config.learning_rate,
+        init_from=str(init_from), teacher="", model=model_config, pairs=pairs, learning_rate=config.learning_rate,
         final_learning_rate=config.learning_rate, warmup_steps=config.warmup_steps,
         max_steps=max_steps or UNLIMITED_STEPS, max_minutes=max_minutes,
         validate_every_steps=config.validate_every_steps, patience_validations=UNLIMITED_STEPS,
