@@ -135,12 +135,17 @@ def test_a_built_music_folder_always_holds_a_piece_out(tmp_path, own_music):
     assert splits.count("validation") >= 1 and splits.count("train") >= 1
 
 
+def fine_tune_config(start_sidecar: dict, tmp_path: Path):
+    """What ``adapt`` would train for a starting model with this sidecar: 5 minutes, defaults otherwise."""
+    return adapt_train_config(start_sidecar, UNetConfig(base_width=8, noise_floor_input=True),
+                              run_dir=tmp_path / "run", corpus_dir=tmp_path, init_from=tmp_path / "start.safetensors",
+                              config=AdaptConfig(), max_steps=None, max_minutes=5.0, threads=2, seed=3, device="cpu")
+
+
 def test_the_fine_tune_is_the_starting_models_recipe_with_the_users_noise_in_most_examples(tmp_path):
     recipe = json.loads((Path(__file__).parents[1] / "src/cassette_denoise/weights"
                          / "cassette-unet-w8-treble-stronger.json").read_text())
-    config = adapt_train_config(recipe, UNetConfig(base_width=8, noise_floor_input=True), run_dir=tmp_path / "run",
-                                corpus_dir=tmp_path, init_from=tmp_path / "start.safetensors", config=AdaptConfig(),
-                                max_steps=None, max_minutes=5.0, threads=2, seed=3, device="cpu")
+    config = fine_tune_config(recipe, tmp_path)
     assert config.pairs.recorded_noise_alone_probability == AdaptConfig().recorded_noise_share > 0.5
     assert config.pairs.recorded_noise_probability == 0.0
     assert config.pairs.noise_follows_treble_probability == 0.9  # the recipe's last stage, kept
@@ -150,7 +155,4 @@ def test_the_fine_tune_is_the_starting_models_recipe_with_the_users_noise_in_mos
 
 def test_the_fine_tune_leaves_out_a_teacher_the_starting_model_learnt_from(tmp_path):
     recipe = {"training": {"config": {"teacher": "runs/stage7/steps/step002000.safetensors", "teacher_weight": 2.0}}}
-    config = adapt_train_config(recipe, UNetConfig(base_width=8, noise_floor_input=True), run_dir=tmp_path / "run",
-                                corpus_dir=tmp_path, init_from=tmp_path / "start.safetensors", config=AdaptConfig(),
-                                max_steps=None, max_minutes=5.0, threads=2, seed=3, device="cpu")
-    assert config.teacher == ""
+    assert fine_tune_config(recipe, tmp_path).teacher == ""
