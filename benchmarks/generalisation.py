@@ -271,12 +271,16 @@ class NoiseClipGiven:
 
 
 def with_noise_clip(methods: list, clip: np.ndarray | None) -> list:
-    """``methods`` with, after each model that has a noise-floor input, that model given ``clip``."""
+    """``methods`` with, after each model that has a noise-floor input, that model given ``clip``. A model
+    that carries a noise floor (``adapt`` writes one with its blank tape's) is scored with the clip only: the
+    floor it carries is at the level of that tape, not at the level this example's noise was scaled to."""
     from cassette_denoise.evaluate import Skipped
 
     extended = []
     for method in methods:
-        extended.append(method)
+        carries_floor = isinstance(method, quality.ModelMethod) and method.denoiser.carried_noise_floor is not None
+        extended.append(Skipped(method.name, "carries its blank tape's noise floor; scored with the noise clip")
+                        if carries_floor else method)
         if isinstance(method, quality.ModelMethod) and method.denoiser.model.config.noise_floor_input:
             extended.append(NoiseClipGiven(method, clip) if clip is not None else
                             Skipped(method.name + CLIP_SUFFIX, "no noise clip of 1 s outside the example"))

@@ -74,7 +74,7 @@ class AdaptConfig:
     noise_snr_db: tuple[float, float] = (0.0, 35.0)
     #: One rate throughout: a fine-tune of a few hundred steps has no time to anneal, and the weight
     #: average does what a decaying rate would.
-    learning_rate: float = 1.5e-3
+    learning_rate: float = 7e-4
     warmup_steps: int = 20
     #: Spans about the last 50 steps.
     weight_average_decay: float = 0.98
@@ -87,6 +87,10 @@ class AdaptConfig:
     score_pair_s: float = 8.0
     #: Bach chorales rendered for the default music (about 15 minutes).
     default_music_pieces: int = 24
+    #: Train with each example's noise floor measured on its noise alone, and write the model with the floor
+    #: of the blank tape, which it then always gets (for a model with a noise-floor input): knowing the
+    #: deck's floor, the model need not guess it from the music (docs/adapt.md, "Measured").
+    noise_floor_given: bool = True
 
     def __post_init__(self):
         if not 0.0 < self.held_out_share < 1.0:
@@ -117,6 +121,8 @@ class AdaptResult:
     seconds: float
     noise: tuple[dict, ...]
     scores: tuple[ScoreRow, ...]
+    #: The model carries the floor of the blank tape (:attr:`AdaptConfig.noise_floor_given`).
+    carries_noise_floor: bool = False
 
 
 @dataclass(frozen=True)
@@ -176,14 +182,18 @@ def adapt(noise_paths: list[str | os.PathLike], output: str | os.PathLike, *, mu
             on_training(train_config.max_minutes * 60 - _elapsed_s(run_dir, resume=resume))
         state = train(train_config, resume=resume, on_step=on_step)
         adapted, _ = load_model(run_dir / "best.safetensors")
+        carried = {}
+        if train_config.validation_floor_from_noise:
+            carried["noise_floor"] = blank_tape_floor(Denoiser(adapted, device=device), tapes)
         stage("scoring the adapted model")
-        after = _scores(Denoiser(adapted, metadata={"calibration": calibration}, device=device), pairs)
+        after = _scores(Denoiser(adapted, metadata={"calibration": calibration, **carried}, device=device), pairs)
     scores = tuple(ScoreRow(snr, *row_before, after_db) for snr, row_before, after_db in
                    zip(config.score_snrs_db, before, (row[1] for row in after)))
     metadata = _metadata(run_dir, start_path if model_path else BUNDLED_MODEL, calibration, noise, state, scores,
-                         corpus)
+                         corpus) | carried
     save_model(output, adapted, metadata=metadata)
-    return AdaptResult(output, run_dir, state["step"], state["elapsed_s"], tuple(noise), scores)
+    return AdaptResult(output, run_dir, state["step"], state["elapsed_s"], tuple(noise), scores,
+                       carries_noise_floor=bool(carried))
 
 
 def _output_paths(output: str | os.PathLike) -> tuple[Path, Path]:
@@ -318,11 +328,27 @@ def _music_excerpt(sources: list[Source], samples: int, rng: np.random.Generator
     return music.astype(np.float32)
 
 
+def blank_tape_floor(denoiser: Denoiser, tapes: list[BlankTape]) -> list[float]:
+    """The noise floor an adapted model carries, ``BINS`` values in feature units: each recording's floor
+    (:meth:`Denoiser.noise_floor`, the whole recording) averaged over its channels, then over the
+    recordings weighted by their length."""
+    floors = [denoiser.noise_floor(tape.audio, MODEL_SAMPLE_RATE).mean(dim=0).numpy() for tape in tapes]
+    floor = np.average(floors, axis=0, weights=[tape.audio.shape[1] for tape in tapes])
+    return [round(float(value), 6) for value in floor]
+
+
 def _scores(denoiser: Denoiser, pairs: _Pairs) -> list[tuple[float, float]]:
-    """``(input, output)`` mean SI-SDR per input SNR, in the order of first appearance."""
+    """``(input, output)`` mean SI-SDR per input SNR, in the order of first appearance. A model that
+    carries a noise floor gets each pair's own (measured on its noise, ``noisy - clean``), as the pairs'
+    noise is scaled to their SNR and the floor a user's model carries is at the level of the user's tape."""
+    outputs = []
     # Unrelated pairs, eight at a time as the channels of one array (each channel gets its own mask).
-    outputs = np.concatenate([denoiser.denoise(pairs.noisy[start: start + 8], MODEL_SAMPLE_RATE)
-                              for start in range(0, len(pairs.noisy), 8)])
+    for start in range(0, len(pairs.noisy), 8):
+        noisy, clean = pairs.noisy[start: start + 8], pairs.clean[start: start + 8]
+        floor = (None if denoiser.carried_noise_floor is None
+                 else denoiser.noise_floor(noisy - clean, MODEL_SAMPLE_RATE))
+        outputs.append(denoiser.denoise(noisy, MODEL_SAMPLE_RATE, noise_floor=floor))
+    outputs = np.concatenate(outputs)
     rows = []
     for snr_db in dict.fromkeys(pairs.snr_db.tolist()):
         chosen = np.flatnonzero(pairs.snr_db == snr_db)
@@ -344,6 +370,7 @@ def adapt_train_config(start_sidecar: dict, model_config, *, run_dir: Path, corp
         log.warning("the starting model's training config is not readable (%s); the recipe's first stage is used",
                     error)
         recipe = TrainConfig()
+    floor_given = config.noise_floor_given and model_config.noise_floor_input
     pairs = dataclasses.replace(recipe.pairs, recorded_noise_probability=0.0,
                                 recorded_noise_alone_probability=config.recorded_noise_share,
                                 recorded_noise_snr_db=config.noise_snr_db)
@@ -353,7 +380,8 @@ def adapt_train_config(start_sidecar: dict, model_config, *, run_dir: Path, corp
         final_learning_rate=config.learning_rate, warmup_steps=config.warmup_steps,
         max_steps=max_steps or UNLIMITED_STEPS, max_minutes=max_minutes,
         validate_every_steps=config.validate_every_steps, patience_validations=UNLIMITED_STEPS,
-        keep_every_validation=False, weight_average_decay=config.weight_average_decay, floor_from_noise_examples=0,
+        keep_every_validation=False, weight_average_decay=config.weight_average_decay,
+        floor_from_noise_examples=recipe.batch_size if floor_given else 0, validation_floor_from_noise=floor_given,
         precision=config.precision, seed=seed, threads=threads, device=device)
 
 

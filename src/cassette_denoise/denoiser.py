@@ -13,7 +13,8 @@ The signal path (the seed's, with its flaws fixed):
 5. inverse STFT by weighted overlap-add; resample back; exactly the input's length.
 
 The model's noise-floor input is measured on each tile unless a caller gives one measured on the
-tape's noise alone (:meth:`Denoiser.noise_floor`, through the same front: :mod:`cassette_denoise.front`).
+tape's noise alone (:meth:`Denoiser.noise_floor`, through the same front: :mod:`cassette_denoise.front`)
+or the model carries one (a model ``cassette-denoise adapt`` wrote carries its blank tape's).
 
 Everything runs through :class:`DenoiseStream`, which takes any block sizes and holds only a few
 tiles of state, so memory stays flat however long the file is. Denoising a whole array is the same
@@ -124,6 +125,11 @@ class Denoiser:
         self.treble_mask_exponent = float(treble_mask_exponent)
         if TILE_FRAMES % model.config.frame_multiple:
             raise ValueError(f"tile of {TILE_FRAMES} frames does not fit a {model.config.levels}-level U-Net")
+        # A model adapted to one deck learnt with the floor of that deck's noise given, not estimated on
+        # each tile of music, and carries the floor of its blank tape (sidecar ``noise_floor``, ``(BINS,)``).
+        carried = self.metadata.get("noise_floor")
+        self.carried_noise_floor = None if carried is None else check_noise_floor(
+            carried, channels=1, noise_floor_input=model.config.noise_floor_input)
 
     @classmethod
     def from_pretrained(cls, path: str | Path | None = None, **options) -> "Denoiser":
@@ -154,6 +160,10 @@ class Denoiser:
 
     def stream(self, *, channels: int, sample_rate: int, strength_db: float = DEFAULT_STRENGTH_DB,
                tap: MaskTap | None = None, noise_floor: torch.Tensor | None = None) -> "DenoiseStream":
+        """A :class:`DenoiseStream`; without ``noise_floor``, the floor the model carries (:attr:`carried_noise_floor`,
+        an adapted model's blank tape's) if any, else each tile's own."""
+        if noise_floor is None:
+            noise_floor = self.carried_noise_floor
         return DenoiseStream(self, channels=channels, sample_rate=sample_rate, strength_db=strength_db, tap=tap,
                              noise_floor=noise_floor)
 
@@ -162,7 +172,7 @@ class Denoiser:
         """Denoise a whole array ``(channels, samples)`` or ``(samples,)``; returns float32 of the same shape.
 
         The input is checked by :func:`cassette_denoise.validate.check_audio_array` and never modified.
-        ``noise_floor`` (:meth:`noise_floor`'s) replaces the floor the model estimates on each tile.
+        ``noise_floor`` (:meth:`noise_floor`'s) replaces the floor the model carries or estimates on each tile.
 
         Raises:
             TypeError: not an array of float or int8/uint8/int16/int32 PCM samples, or a sample rate

@@ -61,6 +61,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"{row.snr_db:>7g} dB {row.input_db:7.2f} {row.before_db:7.2f} {row.after_db:7.2f} {row.gain_db:+7.2f}")
     print(f"{result.steps} steps in {result.seconds / 60:.1f} min; model in {result.model_path} "
           f"(use it with `cassette-denoise denoise --model {result.model_path}`)")
+    if result.carries_noise_floor:
+        print("it carries the noise floor of your blank tape, for tapes recorded at the same level; where a tape "
+              "was recorded louder or quieter, give --noise-from a passage of its own noise")
     return EXIT_OK
 
 

@@ -44,6 +44,9 @@ class TrainConfig:
     #: Examples of each batch whose noise-floor channel is measured on their noise alone, as when a user
     #: names a noise sample (``--noise-sample``), instead of on the noisy music; the rest use the tile's own.
     floor_from_noise_examples: int = 0
+    #: Validation gives each pair the floor of its noise alone instead of each tile's own, for a model that is
+    #: always given its tape's floor (an adapted one carries its blank tape's): ``best`` is then picked as it is used.
+    validation_floor_from_noise: bool = False
     #: Frames of each example the loss sees: 128 frames are 1.5 s; the network is fully convolutional
     #: and infers on 512-frame tiles.
     crop_frames: int = 128

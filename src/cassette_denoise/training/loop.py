@@ -133,21 +133,30 @@ def spectra_batch(noisy: torch.Tensor, target: torch.Tensor, *, noise_floor: boo
     return features.contiguous(memory_format=torch.channels_last), noisy_spectrum, target_spectrum
 
 
-def validate(model: UNet, noisy: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+def validate(model: UNet, noisy: torch.Tensor, target: torch.Tensor, *,
+             floor_from_noise: bool = False) -> dict[str, float]:
     """Scores on fixed pairs ``(count, samples)``: the loss, and the output of the real inference path
-    (tiles, overlap-add) against the targets."""
+    (tiles, overlap-add) against the targets. With ``floor_from_noise`` (and a model with a noise-floor
+    input) each pair's floor is measured on its noise alone, ``noisy - target``, as ``--noise-sample`` gives it."""
     model.eval()
+    floor_from_noise = floor_from_noise and model.config.noise_floor_input
     with torch.no_grad():
-        features, noisy_spectrum, target_spectrum = spectra_batch(noisy, target,
-                                                                  noise_floor=model.config.noise_floor_input)
+        features, noisy_spectrum, target_spectrum = spectra_batch(
+            noisy, target, noise_floor=model.config.noise_floor_input,
+            floor_from_noise_examples=len(noisy) if floor_from_noise else 0)
         loss = float(spectral_loss(model(features), noisy_spectrum, target_spectrum))
     # float32, so that the scores that pick ``best`` do not depend on the machine.
     denoiser = Denoiser(copy.deepcopy(model), device="cpu", precision="float32")
     noisy_np, target_np = noisy.numpy(), target.numpy()
     # Unrelated pairs, eight at a time as the channels of one array (each channel gets its own mask).
-    outputs = np.concatenate([denoiser.denoise(noisy_np[start: start + 8], MODEL_SAMPLE_RATE,
-                                               strength_db=DEFAULT_STRENGTH_DB)
-                              for start in range(0, len(noisy_np), 8)])
+    # Each pair's floor as training measures it (the pairs may be shorter than a noise clip must be).
+    floors = spectral.noise_floor(spectral.stft(noisy - target).abs()) if floor_from_noise else None
+    outputs = []
+    for start in range(0, len(noisy_np), 8):
+        batch = slice(start, start + 8)
+        outputs.append(denoiser.denoise(noisy_np[batch], MODEL_SAMPLE_RATE, strength_db=DEFAULT_STRENGTH_DB,
+                                        noise_floor=None if floors is None else floors[batch]))
+    outputs = np.concatenate(outputs)
     si_out = [si_sdr(t, o) for t, o in zip(target_np, outputs)]
     si_in = [si_sdr(t, n) for t, n in zip(target_np, noisy_np)]
     # Least-squares gain of the output onto the target: a global level slip shows here, not in SI-SDR.
@@ -269,7 +278,8 @@ def _validate_and_save(run: _Run, state: dict, *, train_loss: float, rate: float
     write ``best`` (if it improved), ``latest`` and ``steps/``; returns the row."""
     scored = run.model if run.average is None else run.average.module
     row = {"step": state["step"], "elapsed_s": round(state["elapsed_s"], 1), "learning_rate": rate,
-           "train_loss": train_loss, **validate(scored.cpu(), *run.validation)}
+           "train_loss": train_loss, **validate(scored.cpu(), *run.validation,
+                                        floor_from_noise=run.config.validation_floor_from_noise)}
     scored.to(run.device)
     run_files.append_log(run.run_dir, row)
     log.info("step %d: loss %.4f, validation SI-SDR %.2f dB", row["step"], train_loss, row["val_si_sdr_db"])
