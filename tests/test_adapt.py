@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from cassette_denoise.adapt import AdaptConfig, adapt_train_config, hold_out_music
 from cassette_denoise.checkpoint import save_model
@@ -72,7 +73,13 @@ def test_adapt_writes_a_model_that_denoise_and_from_pretrained_load(tmp_path, st
                                  "trained_seconds": 18.0}]
     assert [row["snr_db"] for row in adapted["held_out_si_sdr_db"]] == [0.0, 10.0, 20.0]
     assert sidecar["calibration"] == {"mask_exponent": 1.5}
-    assert Denoiser.from_pretrained(out).mask_exponent == 1.5
+    loaded = Denoiser.from_pretrained(out)
+    assert loaded.mask_exponent == 1.5
+    # It carries the floor of the blank tape as measured on the whole recording, averaged over its channels.
+    tape, rate = sf.read(blank_tape, dtype="float32")
+    expected = loaded.noise_floor(tape.T - tape.T.mean(axis=1, keepdims=True), rate).mean(dim=0)
+    torch.testing.assert_close(loaded.carried_noise_floor[0], expected, rtol=0, atol=1e-3)
+    assert "carries the noise floor of your blank tape" in done.stdout
     source = tmp_path / "tape.wav"
     sf.write(source, music_like(1, 44100, 44100)[0], 44100)
     denoised = subprocess.run([str(CONSOLE_SCRIPT), "denoise", str(source), "-o", str(tmp_path / "clean.wav"),
@@ -151,6 +158,17 @@ def test_the_fine_tune_is_the_starting_models_recipe_with_the_users_noise_in_mos
     assert config.pairs.noise_follows_treble_probability == 0.9  # the recipe's last stage, kept
     assert config.noise_dir == str(tmp_path / "run" / "noise") and config.weight_average_decay > 0
     assert config.learning_rate == config.final_learning_rate and config.max_minutes == 5.0
+
+
+def test_the_fine_tune_gives_every_example_and_validation_pair_its_noise_floor_when_the_model_takes_one(tmp_path):
+    config = fine_tune_config({}, tmp_path)
+    assert config.floor_from_noise_examples == config.batch_size and config.validation_floor_from_noise
+    for model, adapt_config in ((UNetConfig(base_width=8), AdaptConfig()),
+                                (UNetConfig(base_width=8, noise_floor_input=True), AdaptConfig(noise_floor_given=False))):
+        config = adapt_train_config({}, model, run_dir=tmp_path / "run", corpus_dir=tmp_path,
+                                    init_from=tmp_path / "start.safetensors", config=adapt_config, max_steps=None,
+                                    max_minutes=5.0, threads=2, seed=3, device="cpu")
+        assert config.floor_from_noise_examples == 0 and not config.validation_floor_from_noise
 
 
 def test_the_fine_tune_leaves_out_a_teacher_the_starting_model_learnt_from(tmp_path):

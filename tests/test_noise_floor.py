@@ -167,3 +167,23 @@ def test_a_floor_of_other_channels_or_values_or_for_a_model_without_the_input_is
         floor_denoiser.denoise(audio, 44100, noise_floor=torch.full((spectral.BINS,), float("nan")))
     with pytest.raises(ValueError, match="no noise-floor input"):
         Denoiser(random_model, device="cpu").denoise(audio, 44100, noise_floor=stereo[:1])
+
+
+def test_a_model_that_carries_a_floor_gets_it_unless_a_call_gives_another(floor_model):
+    audio = music_like(2, 2 * 44100, 44100) + hiss(2, 2.0, 44100, level=0.003)
+    carried = torch.linspace(-0.9, -0.5, spectral.BINS)
+    plain = Denoiser(floor_model, device="cpu", remove_hum=False, precision="float32")
+    carrying = Denoiser(floor_model, device="cpu", remove_hum=False, precision="float32",
+                        metadata={"noise_floor": carried.tolist()})
+    np.testing.assert_array_equal(carrying.denoise(audio, 44100), plain.denoise(audio, 44100, noise_floor=carried))
+    other = plain.noise_floor(hiss(1, 1.5, 44100, level=0.003), 44100)
+    np.testing.assert_array_equal(carrying.denoise(audio, 44100, noise_floor=other),
+                                  plain.denoise(audio, 44100, noise_floor=other))
+    assert not np.array_equal(carrying.denoise(audio, 44100), plain.denoise(audio, 44100))
+
+
+def test_a_carried_floor_that_does_not_fit_the_model_is_a_value_error(floor_model):
+    with pytest.raises(ValueError, match=r"got shape \(3,\)"):
+        Denoiser(floor_model, device="cpu", metadata={"noise_floor": [0.1, 0.2, 0.3]})
+    with pytest.raises(ValueError, match="no noise-floor input"):
+        Denoiser(UNet(UNetConfig(base_width=2)), device="cpu", metadata={"noise_floor": [-0.5] * spectral.BINS})

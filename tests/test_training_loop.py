@@ -14,7 +14,7 @@ from cassette_denoise import spectral
 from cassette_denoise.model import UNet, UNetConfig
 from cassette_denoise.training import PairConfig, train
 from cassette_denoise.training.examples import fixed_examples, scan_sources
-from cassette_denoise.training.loop import spectra_batch
+from cassette_denoise.training.loop import spectra_batch, validate
 from cassette_denoise.training.losses import spectral_loss
 from cassette_denoise.training.state import initialise_from
 
@@ -61,6 +61,24 @@ def test_the_first_examples_of_a_batch_can_take_their_floor_from_their_noise_alo
     torch.testing.assert_close(mixed[:2, 1, :, 0], noise_floor[:2])
     assert torch.equal(mixed[2], own[2]) and torch.equal(mixed[:, 0], own[:, 0])
     assert torch.all(mixed[:2, 1] < own[:2, 1])  # the noise alone sits far under noisy music
+
+
+def test_validation_with_the_floor_from_the_noise_scores_the_denoiser_given_each_pairs_noise_floor():
+    from cassette_denoise.denoiser import Denoiser
+    from cassette_denoise.metrics import si_sdr
+
+    samples = 255 * spectral.HOP + spectral.N_FFT
+    generator = torch.Generator().manual_seed(1)
+    target = torch.randn(3, samples, generator=generator) * 0.1
+    noisy = target + 0.02 * torch.randn(3, samples, generator=generator)
+    torch.manual_seed(2)
+    model = UNet(UNetConfig(base_width=2, noise_floor_input=True))
+    given, own = validate(model, noisy, target, floor_from_noise=True), validate(model, noisy, target)
+    floors = spectral.noise_floor(spectral.stft(noisy - target).abs())
+    outputs = Denoiser(model, device="cpu", precision="float32").denoise(noisy.numpy(), 44100, noise_floor=floors)
+    expected = sum(si_sdr(t, o) for t, o in zip(target.numpy(), outputs)) / 3
+    assert given["val_si_sdr_db"] == pytest.approx(expected, abs=1e-9)
+    assert given["val_si_sdr_db"] != own["val_si_sdr_db"] and given["val_loss"] != own["val_loss"]
 
 
 def test_training_writes_checkpoints_log_and_curve_reports_each_step_and_resumes(music_folder, tmp_path):
