@@ -63,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
                              "noise 7 dB above the music in the quietest 30 %% of frames) (default: %(default)s)")
     parser.add_argument("--precision", choices=PRECISIONS, default="auto",
                         help="the model's arithmetic (default: %(default)s, as the command line)")
+    parser.add_argument("--clip-offset-db", type=float, default=0.0,
+                        help="scale each noise clip this many dB off the level of the example's noise: how a floor "
+                             "measured at another level serves (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=_common.RESULTS_DIR / "generalisation.json")
     args = parser.parse_args(argv)
@@ -106,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         "skipped_families": skipped,
         "snrs_db": snrs_db,
         "noise_clip_s": NOISE_CLIP_S,
+        "noise_clip_offset_db": args.clip_offset_db,
         "notes": NOTES,
     }
     parts = {part.strip() for part in args.parts.split(",") if part.strip()}
@@ -124,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
                            "noise_clip_s": None if clip is None else clip.shape[1] / _common.SAMPLE_RATE})
             for snr_db in snrs_db:
                 noisy = quality.at_snr(target, noise, snr_db)
-                clip_methods = with_noise_clip(methods, scaled_like(clip, noise, noisy - target))
+                clip_methods = with_noise_clip(methods, scaled_like(clip, noise, noisy - target,
+                                                                    offset_db=args.clip_offset_db))
                 for row in score_methods(target, noisy, clip_methods):
                     rows.append({"family": family, "snr_db": snr_db, "excerpt": excerpt.name, **row})
         log.info("family %s done in %.0f s", family, time.perf_counter() - started)
@@ -250,11 +255,12 @@ def real_residual(samples: int, rng: np.random.Generator) -> tuple[np.ndarray, i
     return residual[:, start: start + samples], start, clip if clip.shape[1] >= MIN_NOISE_CLIP_S * rate else None
 
 
-def scaled_like(clip: np.ndarray | None, noise: np.ndarray, scaled_noise: np.ndarray) -> np.ndarray | None:
-    """``clip`` with the gain that made ``scaled_noise`` of ``noise``."""
+def scaled_like(clip: np.ndarray | None, noise: np.ndarray, scaled_noise: np.ndarray, *,
+                offset_db: float = 0.0) -> np.ndarray | None:
+    """``clip`` with the gain that made ``scaled_noise`` of ``noise``, and ``offset_db`` more."""
     if clip is None:
         return None
-    return clip * np.sqrt(np.mean(scaled_noise**2) / np.mean(noise**2))
+    return clip * np.sqrt(np.mean(scaled_noise**2) / np.mean(noise**2)) * 10 ** (offset_db / 20)
 
 
 class NoiseClipGiven:
