@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from cassette_denoise import spectral
+from cassette_denoise import spectral, tiles
 from cassette_denoise.audio import resample
 from cassette_denoise.denoiser import Denoiser
-from cassette_denoise.tiles import TILE_FRAMES
+from cassette_denoise.tiles import NOISE_FLOOR_CONTEXT_FRAMES, TILE_FRAMES, TILE_OVERLAP_FRAMES
 from cassette_denoise.model import UNet, UNetConfig
 from cassette_denoise.validate import MIN_NOISE_CLIP_S
 
@@ -187,3 +187,57 @@ def test_a_carried_floor_that_does_not_fit_the_model_is_a_value_error(floor_mode
         Denoiser(floor_model, device="cpu", metadata={"noise_floor": [0.1, 0.2, 0.3]})
     with pytest.raises(ValueError, match="no noise-floor input"):
         Denoiser(UNet(UNetConfig(base_width=2)), device="cpu", metadata={"noise_floor": [-0.5] * spectral.BINS})
+
+
+def test_each_tiles_automatic_floor_is_taken_over_the_tile_and_its_context(monkeypatch):
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)  # the channels' inputs alternate, in tile order
+    model = RecordingModel()
+    denoiser = Denoiser(model, device="cpu", remove_hum=False, remove_whine=False, precision="float32")
+    audio = music_like(2, 44100 * 31, 44100, seed=11) + hiss(2, 31, 44100, seed=12, level=0.002)
+    stream = denoiser.stream(channels=2, sample_rate=44100)
+    stream_in_random_blocks(stream, audio, max_block=70_000, seed=2)
+    magnitude = spectral.stft(spectral.pad_signal(torch.from_numpy(audio))).abs()
+    frames = magnitude.shape[-1]
+    hop = TILE_FRAMES - TILE_OVERLAP_FRAMES
+    starts = [*range(0, frames - TILE_FRAMES + 1, hop), frames - TILE_FRAMES]
+    assert len(model.inputs) == 2 * len(starts) and len(starts) >= 6
+    for index, features in enumerate(model.inputs):
+        start, channel = starts[index // 2], index % 2
+        window = magnitude[channel, :, max(0, start - NOISE_FLOOR_CONTEXT_FRAMES): start + TILE_FRAMES
+                           + NOISE_FLOOR_CONTEXT_FRAMES]
+        torch.testing.assert_close(features[0, 1, :, 0], spectral.noise_floor(window), rtol=0, atol=1e-5)
+
+
+def test_the_context_finds_the_hiss_under_a_tile_of_dense_music(monkeypatch):
+    model = RecordingModel()
+    denoiser = Denoiser(model, device="cpu", remove_hum=False, remove_whine=False, precision="float32")
+    sample_rate, seconds = 44100, 24
+    noise = hiss(1, seconds, sample_rate, seed=13, level=0.001)
+    music = music_like(1, seconds * sample_rate, sample_rate, seed=14) * 4
+    music[:, : 5 * sample_rate] = 0  # music from 5 s to 11 s only: the second tile (5.2-11.1 s) is all music
+    music[:, 11 * sample_rate:] = 0
+    audio = noise + music
+    hiss_floor = denoiser.noise_floor(noise, sample_rate)[0]
+
+    def second_tiles_floor() -> torch.Tensor:
+        model.inputs = []
+        denoiser.denoise(audio, sample_rate)
+        return model.inputs[1][0, 1, :, 0]
+
+    with_context = second_tiles_floor()
+    monkeypatch.setattr(tiles, "NOISE_FLOOR_CONTEXT_FRAMES", 0)
+    tile_alone = second_tiles_floor()
+    # A feature unit is 60 dB. Where the music never pauses in the tile, the tile alone reads 6 dB or more above
+    # the hiss; with the quiet frames around it, within 3 dB (a third of the window is music).
+    music_bins = (tile_alone - hiss_floor) > 0.1
+    assert music_bins.sum() >= 5
+    assert (with_context - hiss_floor)[music_bins].abs().max() < 0.05
+
+
+def test_streaming_with_the_automatic_floor_in_odd_blocks_equals_the_whole_array(floor_denoiser):
+    sample_rate = 32000
+    audio = music_like(2, sample_rate * 20 + 7, sample_rate, seed=15)  # tiles that each see context both sides
+    whole = floor_denoiser.denoise(audio, sample_rate)
+    stream = floor_denoiser.stream(channels=2, sample_rate=sample_rate)
+    np.testing.assert_allclose(stream_in_random_blocks(stream, audio, max_block=90_000, seed=3), whole,
+                               rtol=0, atol=1e-6)

@@ -12,7 +12,8 @@ The signal path (the seed's, with its flaws fixed):
    (noisy phase kept);
 5. inverse STFT by weighted overlap-add; resample back; exactly the input's length.
 
-The model's noise-floor input is measured on each tile unless a caller gives one measured on the
+The model's noise-floor input is estimated around each tile (the tile and
+:data:`~cassette_denoise.tiles.NOISE_FLOOR_CONTEXT_FRAMES` either side) unless a caller gives one measured on the
 tape's noise alone (:meth:`Denoiser.noise_floor`, through the same front: :mod:`cassette_denoise.front`)
 or the model carries one (a model ``cassette-denoise adapt`` wrote carries its blank tape's).
 
@@ -161,7 +162,7 @@ class Denoiser:
     def stream(self, *, channels: int, sample_rate: int, strength_db: float = DEFAULT_STRENGTH_DB,
                tap: MaskTap | None = None, noise_floor: torch.Tensor | None = None) -> "DenoiseStream":
         """A :class:`DenoiseStream`; without ``noise_floor``, the floor the model carries (:attr:`carried_noise_floor`,
-        an adapted model's blank tape's) if any, else each tile's own."""
+        an adapted model's blank tape's) if any, else the floor estimated around each tile."""
         if noise_floor is None:
             noise_floor = self.carried_noise_floor
         return DenoiseStream(self, channels=channels, sample_rate=sample_rate, strength_db=strength_db, tap=tap,
@@ -172,7 +173,7 @@ class Denoiser:
         """Denoise a whole array ``(channels, samples)`` or ``(samples,)``; returns float32 of the same shape.
 
         The input is checked by :func:`cassette_denoise.validate.check_audio_array` and never modified.
-        ``noise_floor`` (:meth:`noise_floor`'s) replaces the floor the model carries or estimates on each tile.
+        ``noise_floor`` (:meth:`noise_floor`'s) replaces the floor the model carries or estimates around each tile.
 
         Raises:
             TypeError: not an array of float or int8/uint8/int16/int32 PCM samples, or a sample rate
@@ -260,11 +261,12 @@ class DenoiseStream:
 
     ``process(block)`` takes float ``(channels, n)`` and returns the output that is already final,
     ``(channels, m)``; ``finish()`` returns the rest. Output is delayed by up to about one tile
-    (≈ 6 s) plus the hum stage's 9 s but, concatenated, has exactly the input's length.
+    (≈ 6 s), the automatic noise floor's look-ahead (≈ 6 s, none with a given floor) and the hum
+    stage's 9 s but, concatenated, has exactly the input's length.
 
     ``noise_floor`` (see :meth:`Denoiser.noise_floor`; checked by
     :func:`cassette_denoise.front.check_noise_floor`) is the model's noise-floor input for every tile
-    instead of each tile's own; it changes only what the model sees.
+    instead of the floor estimated around each tile; it changes only what the model sees.
     """
 
     def __init__(self, denoiser: Denoiser, *, channels: int, sample_rate: int, strength_db: float,

@@ -5,8 +5,8 @@ A signal is resampled to the model rate (44.1 kHz) and goes through the hum stag
 a clip of the tape's noise alone (a lead-in, a pause, a separate recording) goes through the very
 same front in :func:`measure_noise_floor`, so the noise floor measured on it is in exactly the
 units, framing and line treatment of the frames the model masks. A model with a noise-floor input
-(``UNetConfig.noise_floor_input``) takes that floor instead of estimating one on each tile: the
-estimate on a tile of dense music sees the music as well as the noise.
+(``UNetConfig.noise_floor_input``) takes that floor instead of estimating one around each tile: the
+estimate over dense music sees the music as well as the noise.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ class UNetConfig:
     #: Initial bias of the mask logit: sigmoid(3) ≈ 0.95 (−0.4 dB), so training starts close to passing
     #: everything through, yet not so deep in the sigmoid's flat tail (σ' = 0.045) that it cannot move.
     initial_mask_logit: float = 3.0
-    #: A second input channel with each bin's noise floor over the tile (:func:`spectral.features`).
+    #: A second input channel with each bin's noise floor (:func:`spectral.features`).
     #: False is the seed's single-channel input.
     noise_floor_input: bool = False
     #: The network's finest level works on ``patch`` × ``patch`` blocks of bins and frames, each folded into

@@ -7,6 +7,7 @@ overlap-add to between 0.5 and 1.0 everywhere, so weighted overlap-add inverts t
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from cassette_denoise.audio import MODEL_SAMPLE_RATE
@@ -129,7 +130,14 @@ def noise_floor(magnitude: torch.Tensor) -> torch.Tensor:
     Returns:
         ``(..., BINS)`` in feature units.
     """
-    return _floor_of_features(to_features(magnitude))
+    rank = max(1, round(NOISE_FLOOR_QUANTILE * magnitude.shape[-1]))
+    if magnitude.device.type == "cpu":
+        # numpy's selection is 2-6x faster than torch.kthvalue on a CPU. The scaling to features keeps
+        # order, so selecting among magnitudes first gives the same value on far fewer logarithms.
+        order = torch.from_numpy(np.partition(magnitude.detach().numpy(), rank - 1, axis=-1)[..., rank - 1])
+    else:
+        order = magnitude.kthvalue(rank, dim=-1).values
+    return to_features(order)
 
 
 def _floor_of_features(scaled: torch.Tensor) -> torch.Tensor:

@@ -26,6 +26,10 @@ TILE_FRAMES = 512
 #: Frames each tile shares with the next: the model runs TILE_FRAMES / (TILE_FRAMES - overlap) times per
 #: frame, so this sets most of the speed. Chosen on the validation split (docs/MODEL_CARD.md, "Model details").
 TILE_OVERLAP_FRAMES = 64
+#: Frames on either side of a tile that its automatic noise floor also looks at. Tape noise is steady
+#: over minutes, while one tile of dense music may never show it: a longer window finds the quiet
+#: frames among more music. A tile then waits for this many frames after it (about 6 s).
+NOISE_FLOOR_CONTEXT_FRAMES = 512
 
 
 class MaskTap(Protocol):
@@ -54,7 +58,7 @@ class MaskStream:
                  mask_exponent: float | torch.Tensor, mask_floor: float, tap: MaskTap | None = None,
                  noise_floor: torch.Tensor | None = None):
         """``mask_exponent``: one number, or one per bin, ``(BINS, 1)``; ``noise_floor``: the model's
-        noise-floor input, ``(channels, BINS)``, or None for each tile's own."""
+        noise-floor input, ``(channels, BINS)``, or None for each tile's automatic floor (:meth:`_floor_window`)."""
         self.model, self.device, self.channels, self.tap = model, device, channels, tap
         self.compute_dtype = compute_dtype
         self.noise_floor = noise_floor
@@ -73,6 +77,10 @@ class MaskStream:
         self._mask_sum = torch.zeros(channels, spectral.BINS, 0)
         self._weight_sum = torch.zeros(0)
         self._recent = torch.zeros(channels, spectral.BINS, 0, dtype=torch.complex64)  # the last TILE_FRAMES frames
+        # Magnitudes for the automatic noise floor, from frame _floor_start on (kept only without a given floor).
+        self._floor_frames = (torch.zeros(channels, spectral.BINS, 0)
+                              if noise_floor is None and model.config.noise_floor_input else None)
+        self._floor_start = 0
         self._spec_start = 0
         self._next_tile = 0
         self._running: deque[tuple[int, Callable[[], torch.Tensor]]] = deque()  # (first frame, mask)
@@ -91,7 +99,7 @@ class MaskStream:
             self.tap.model_audio(block)
         self._audio = torch.cat([self._audio, torch.from_numpy(block)], dim=1)
         self._compute_frames()
-        final_frames = self._run_tiles(available_frames=self._frames_computed)
+        final_frames = self._run_tiles(available_frames=self._frames_computed, ending=False)
         return self._synthesise(final_frames, limit_samples=None)
 
     def finish(self) -> np.ndarray:
@@ -101,7 +109,7 @@ class MaskStream:
         if shortfall > 0:
             self._audio = torch.nn.functional.pad(self._audio, (0, shortfall))
         self._compute_frames()
-        self._run_tiles(available_frames=frames_needed, in_flight=0)
+        self._run_tiles(available_frames=frames_needed, ending=True, in_flight=0)
         if self._next_tile * self.tile_hop < frames_needed:
             self._run_end_tile(frames_needed)
         if self._pool is not None:
@@ -118,6 +126,8 @@ class MaskStream:
         new = spectral.stft(segment)
         self._spectra = torch.cat([self._spectra, new], dim=-1)
         self._recent = torch.cat([self._recent, new], dim=-1)[..., -TILE_FRAMES:]
+        if self._floor_frames is not None:
+            self._floor_frames = torch.cat([self._floor_frames, new.abs()], dim=-1)
         self._mask_sum = torch.nn.functional.pad(self._mask_sum, (0, new.shape[-1]))
         self._weight_sum = torch.nn.functional.pad(self._weight_sum, (0, new.shape[-1]))
         # Keep only the audio that later frames still need.
@@ -125,18 +135,23 @@ class MaskStream:
         self._audio = self._audio[:, drop:]
         self._audio_start += drop
 
-    def _run_tiles(self, *, available_frames: int, in_flight: int = 1) -> int:
-        """Start every tile whose frames are all computed, wait until at most ``in_flight`` are still running,
-        and return how many frames are final.
+    def _run_tiles(self, *, available_frames: int, ending: bool, in_flight: int = 1) -> int:
+        """Start every tile whose frames are all computed, and (unless the stream is ``ending``) the context
+        of its noise floor, wait until at most ``in_flight`` are still running, and return how many frames
+        are final.
 
         A tile left running works on the channel workers while the caller reads, writes and takes the hum
         out of the next blocks: the front's work fills the cores the model would leave idle meanwhile.
         """
-        while (self._next_tile * self.tile_hop + TILE_FRAMES) <= available_frames:
+        context = 0 if ending or self._floor_frames is None else NOISE_FLOOR_CONTEXT_FRAMES
+        while (self._next_tile * self.tile_hop + TILE_FRAMES + context) <= available_frames:
             start = self._next_tile * self.tile_hop
             offset = start - self._spec_start  # never negative: frames are final only before finished tiles
-            self._running.append((start, self._start_mask(self._spectra[..., offset: offset + TILE_FRAMES])))
+            self._running.append((start, self._start_mask(self._spectra[..., offset: offset + TILE_FRAMES],
+                                                          floor_frames=self._floor_window(start, start + TILE_FRAMES))))
             self._next_tile += 1
+            # The end tile starts less than a tile before the next tile.
+            self._forget_floor_frames(before=self._next_tile * self.tile_hop - TILE_FRAMES - NOISE_FLOOR_CONTEXT_FRAMES)
         while len(self._running) > in_flight:  # in order, so the masks add up exactly as one after the other
             start, mask = self._running.popleft()
             self._accumulate(start, mask())
@@ -150,15 +165,35 @@ class MaskStream:
         """
         spectra = self._recent[..., -TILE_FRAMES:]
         start = frames_needed - spectra.shape[-1]
-        self._accumulate(start, self._start_mask(_fill_tile(spectra))()[..., : spectra.shape[-1]])
+        mask = self._start_mask(_fill_tile(spectra), floor_frames=self._floor_window(start, frames_needed))()
+        self._accumulate(start, mask[..., : spectra.shape[-1]])
 
-    def _start_mask(self, spectra: torch.Tensor) -> Callable[[], torch.Tensor]:
-        """Start the model on a full tile of complex spectra ``(channels, BINS, TILE_FRAMES)``; the returned
+    def _floor_window(self, start: int, end: int) -> torch.Tensor | None:
+        """The magnitudes the automatic noise floor of the tile of frames ``[start, end)`` is taken over: the
+        tile and :data:`NOISE_FLOOR_CONTEXT_FRAMES` computed frames either side, ``(channels, BINS, frames)``;
+        None where the floor is given or the model takes none."""
+        if self._floor_frames is None:
+            return None
+        first = max(0, start - NOISE_FLOOR_CONTEXT_FRAMES) - self._floor_start
+        return self._floor_frames[..., first: end + NOISE_FLOOR_CONTEXT_FRAMES - self._floor_start]
+
+    def _forget_floor_frames(self, *, before: int) -> None:
+        """Drop the floor magnitudes before frame ``before``, which no later tile's window reaches."""
+        if self._floor_frames is not None and before > self._floor_start:
+            self._floor_frames = self._floor_frames[..., before - self._floor_start:]
+            self._floor_start = before
+
+    def _start_mask(self, spectra: torch.Tensor, *, floor_frames: torch.Tensor | None) -> Callable[[], torch.Tensor]:
+        """Start the model on a full tile of complex spectra ``(channels, BINS, TILE_FRAMES)``, its automatic
+        noise floor taken over ``floor_frames`` (see :meth:`_floor_window`) unless one is given; the returned
         function waits for its mask, ``(channels, BINS, TILE_FRAMES)``."""
         def forward(channels: slice) -> torch.Tensor:
-            floor = self.noise_floor  # one for all channels, or one each
+            if floor_frames is not None:
+                floor = spectral.noise_floor(floor_frames[channels])
+            else:  # given, one per channel, or None for a model without a noise-floor input
+                floor = None if self.noise_floor is None else self.noise_floor[channels]
             features = spectral.features(spectra[channels].abs(), noise_floor=self.model.config.noise_floor_input,
-                                         floor=floor[channels] if floor is not None and len(floor) > 1 else floor)
+                                         floor=floor)
             # Inference mode and autocast hold per thread: entered here, by whichever thread runs this.
             with torch.inference_mode(), reduced_precision(self.device, self.compute_dtype):
                 return self.model(features.to(self.device, memory_format=torch.channels_last),

@@ -51,7 +51,8 @@ class TrainConfig:
     #: and infers on 512-frame tiles.
     crop_frames: int = 128
     #: Frames each example is made of; with ``model.noise_floor_input`` the floor is measured over all of
-    #: them, as it is over a whole 512-frame tile at inference, and the loss sees the centre ``crop_frames``.
+    #: them (at inference, over a 512-frame tile and its context, ``tiles.NOISE_FLOOR_CONTEXT_FRAMES``), and
+    #: the loss sees the centre ``crop_frames``.
     context_frames: int = 512
     learning_rate: float = 1e-3
     final_learning_rate: float = 5e-5
