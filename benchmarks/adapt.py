@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def table(scores: dict[str, list[dict]]) -> list[dict]:
-    """Per input SNR: SI-SDR improvement of the ideal ratio mask, the bundled model (with the tile's own floor,
+    """Per input SNR: SI-SDR improvement of the ideal ratio mask, the bundled model (with its automatic floor,
     and with the noise clip given) and the adapted model, dB. The adapted model carries its blank tape's floor,
     which the benchmark's rescaled noise does not keep, so it is given the floor of the example's noise clip:
     the same noise at the same level, as its blank tape is to a user's tapes."""

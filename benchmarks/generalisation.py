@@ -7,7 +7,7 @@ real excerpt's residual (``ahrep_cassette − ahrep_clean``; evaluation only). T
 each input SNR over the excerpt, and the input, the bundled model, the ideal ratio mask (an oracle
 that knows music and noise, on the package's own STFT) and the peers are scored against the clean
 music with :func:`cassette_denoise.metrics.score`. A model with a noise-floor input is scored twice:
-with the floor it estimates on each tile, and with the true noise clip given (``noise_floor`` measured
+with the floor it estimates around each tile, and with the true noise clip given (``noise_floor`` measured
 on :data:`NOISE_CLIP_S` of the same noise at the same level, from another stretch of it: what
 ``denoise --noise-sample`` or ``--noise-from`` gives it). For every row it also measures what a listener
 hears in quiet passages: the 1-5 kHz noise in the quietest 30 % of frames, before and after.
@@ -264,7 +264,7 @@ def scaled_like(clip: np.ndarray | None, noise: np.ndarray, scaled_noise: np.nda
 
 
 class NoiseClipGiven:
-    """A model method with its noise floor measured on the example's noise clip instead of on each tile."""
+    """A model method with its noise floor measured on the example's noise clip instead of around each tile."""
 
     def __init__(self, method, clip: np.ndarray):
         self.method, self.clip = method, clip

@@ -338,7 +338,7 @@ def _noise_clip_line(document: dict, methods: list[str]) -> str:
         return ""
     return (f" {', '.join(f'`{method}`' for method in given)}: the same model with its noise-floor input measured on "
             f"{document.get('noise_clip_s', 5):g} s of the same noise at the same level, from outside the excerpt "
-            "(as `denoise --noise-sample` or `--noise-from` gives it), instead of estimated on each tile.")
+            "(as `denoise --noise-sample` or `--noise-from` gives it), instead of estimated around each tile.")
 
 
 def quiet_passages_table(part: dict) -> list[str]:
