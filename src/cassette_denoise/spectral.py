@@ -130,6 +130,11 @@ def noise_floor(magnitude: torch.Tensor) -> torch.Tensor:
     Returns:
         ``(..., BINS)`` in feature units.
     """
+    return _floor_of_magnitudes(magnitude)
+
+
+def _floor_of_magnitudes(magnitude: torch.Tensor) -> torch.Tensor:
+    """:func:`noise_floor`, under a name that :func:`features`' ``noise_floor`` option does not hide."""
     rank = max(1, round(NOISE_FLOOR_QUANTILE * magnitude.shape[-1]))
     if magnitude.device.type == "cpu":
         # numpy's selection is 2-6x faster than torch.kthvalue on a CPU. The scaling to features keeps
@@ -138,12 +143,6 @@ def noise_floor(magnitude: torch.Tensor) -> torch.Tensor:
     else:
         order = magnitude.kthvalue(rank, dim=-1).values
     return to_features(order)
-
-
-def _floor_of_features(scaled: torch.Tensor) -> torch.Tensor:
-    """``(..., BINS, frames)`` features -> each bin's :data:`NOISE_FLOOR_QUANTILE` quantile, ``(..., BINS)``."""
-    rank = max(1, round(NOISE_FLOOR_QUANTILE * scaled.shape[-1]))
-    return scaled.kthvalue(rank, dim=-1).values
 
 
 def features(magnitude: torch.Tensor, *, noise_floor: bool, floor: torch.Tensor | None = None) -> torch.Tensor:
@@ -166,7 +165,7 @@ def features(magnitude: torch.Tensor, *, noise_floor: bool, floor: torch.Tensor 
     channels = [scaled]
     if noise_floor:
         if floor is None:
-            floor = _floor_of_features(scaled)
+            floor = _floor_of_magnitudes(magnitude)
         elif floor.shape[-1] != scaled.shape[-2]:
             raise ValueError(f"a noise floor needs one value per bin ({scaled.shape[-2]}), got {tuple(floor.shape)}")
         channels.append(floor.to(scaled).unsqueeze(-1).expand_as(scaled))
